@@ -1,0 +1,11 @@
+"""Liver and liver-tumour segmentation in CT, built on MONAI.
+
+Labels follow LiTS and MSD Task03: 0 background, 1 liver, 2 tumour.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+BACKGROUND, LIVER, TUMOUR = 0, 1, 2
+"""Label values shared by every module (LiTS / MSD Task03 convention)."""

@@ -1,0 +1,66 @@
+"""Reading and atomic writing of NIfTI volumes and small text files.
+
+Writes go to a temporary name in the destination folder and are renamed into place,
+so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    Args:
+        path: the final file name.
+        suffix: suffix of the temporary name (defaults to the final name's suffixes, so
+            writers that pick a format from the extension, like nibabel, still work).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(final.suffixes)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:
+    """Save ``array`` with ``affine`` (voxel -> world RAS mm) atomically.
+
+    The header's qform and sform both carry the affine with code 1 (scanner), units mm,
+    and the on-disk type is the array's own dtype (int16 CT, uint8 labels).
+    """
+    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=float))
+    image.header.set_data_dtype(array.dtype)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically, indented, keys in insertion order."""
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)

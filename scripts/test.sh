@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install everything needed (see scripts/setup_env.sh) and run the test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k synthetic -x`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+cd "$ROOT"
+ruff check .
+python -m pytest "$@"
