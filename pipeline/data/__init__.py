@@ -1,0 +1,1 @@
+"""Data: synthetic CT phantoms, dataset discovery and splits."""
