@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
+QUICK = [str(CONFIGS / "train.yaml"), str(CONFIGS / "quick.yaml")]
+
+
+def _overrides(tmp: Path, **extra) -> dict:
+    return {
+        "output_dir": str(tmp / "run"),
+        "ckpt_dir": str(tmp / "run" / "models"),
+        "synthetic_dir": str(tmp / "synthetic"),
+        **extra,
+    }
+
+
+def _workflow(tmp: Path, **extra) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=QUICK,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **_overrides(tmp, **extra),
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _rows(tmp: Path) -> list[dict]:
+    with open(tmp / "run" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quick_training_through_config_workflow(tmp_path):
+    workflow = _workflow(tmp_path)
+    assert workflow.check_properties() in (None, [])
+    workflow.run()
+    workflow.finalize()
+    rows = _rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("liver_dice", "tumour_dice", "mean_dice"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert float(row["mean_dice"]) == pytest.approx(
+            (float(row["liver_dice"]) + float(row["tumour_dice"])) / 2, abs=1e-5
+        )
+        assert float(row["loss"]) > 0
+    models = tmp_path / "run" / "models"
+    assert (models / "model.pt").exists()
+    assert (models / "checkpoint_epoch=2.pt").exists()
+    assert not (models / "checkpoint_epoch=1.pt").exists()  # only the newest is kept
+
+
+def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
+    first = _workflow(tmp_path, epochs=1)
+    first.run()
+    first.finalize()
+    saved = torch.load(tmp_path / "run" / "models" / "checkpoint_epoch=1.pt", weights_only=False)
+    state = saved["trainer"]  # ignite keeps iteration and epoch_length, not the epoch
+    assert state["iteration"] // state["epoch_length"] == 1
+    second = _workflow(tmp_path, epochs=2, resume=True)
+    trainer = second.parser.get_parsed_content("train#trainer")
+    started = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+    optimizer = second.parser.get_parsed_content("optimizer")
+    second.run()
+    second.finalize()
+    assert started == [2], "resumed run must train epoch 2 only"
+    step = next(iter(optimizer.state.values()))["step"]
+    # AdamW's step count continued from the checkpoint instead of restarting at zero.
+    assert float(step) == pytest.approx(2 * state["epoch_length"])
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+
+
+def test_quick_training_from_the_command_line(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(QUICK),
+        "--logging_file",
+        "False",
+        "--epochs",
+        "1",
+    ]
+    for key, value in _overrides(tmp_path).items():
+        args += [f"--{key}", value]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "val_liver_dice" in done.stderr + done.stdout
+    assert len(_rows(tmp_path)) == 1
