@@ -44,9 +44,16 @@ def load_datalist(
         label_map: label remapping recorded with the dataset.
     """
     if not dataset_dir:
-        options = {"n_cases": 12, "shape": (96, 96, 64), "seed": 0, **(synthetic or {})}
+        options = {"n_cases": 12, "shape": (96, 96, 64), "seed": 0, "val_fraction": val_fraction}
+        options.update(synthetic or {})
         options["shape"] = tuple(options["shape"])
-        dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        # One process generates the data; the others wait and then read the same files.
+        if not distributed or torch.distributed.get_rank() == 0:
+            dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
+        if distributed:
+            torch.distributed.barrier()
+            dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
     found = discover_dataset(dataset_dir, require_labels=True, label_map=label_map)
     split = found.split(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if not split["training"] or not split["validation"]:

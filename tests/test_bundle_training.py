@@ -102,3 +102,62 @@ def test_quick_training_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "val_liver_dice" in done.stderr + done.stdout
     assert len(_rows(tmp_path)) == 1
+
+
+def test_two_process_torchrun_on_cpu_only_rank0_writes(tmp_path):
+    configs = [
+        str(CONFIGS / "train.yaml"),
+        str(CONFIGS / "multi_gpu_train.yaml"),
+        str(CONFIGS / "quick.yaml"),
+    ]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(configs),
+        "--logging_file",
+        "False",
+        "--synthetic#n_cases",
+        "6",
+        "--val_fraction",
+        "0.34",
+    ]
+    for key, value in _overrides(tmp_path).items():
+        args += [f"--{key}", value]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+    # One process writes: two TensorBoardStatsHandlers and the epoch report, one checkpoint.
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 3
+    assert sorted(p.name for p in (tmp_path / "run" / "models").iterdir()) == [
+        "checkpoint_epoch=2.pt",
+        "model.pt",
+    ]
+
+
+def test_verify_net_in_out_offline(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(QUICK),
+        "--logging_file",
+        "False",
+        "--synthetic_dir",
+        str(tmp_path / "unused"),
+    ]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data shape of network is verified with no error" in done.stdout + done.stderr
