@@ -36,6 +36,27 @@ def _workflow(tmp: Path, **extra) -> ConfigWorkflow:
     return workflow
 
 
+def _run_training(tmp: Path, launcher: list[str], configs: list[str], *extra: str):
+    """Run ``monai.bundle run training`` in a subprocess with outputs under ``tmp``."""
+    args = [
+        *launcher,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(configs),
+        "--logging_file",
+        "False",
+        *extra,
+    ]
+    for key, value in _overrides(tmp).items():
+        args += [f"--{key}", value]
+    done = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _rows(tmp: Path) -> list[dict]:
     with open(tmp / "run" / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -83,23 +104,7 @@ def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
 
 
 def test_quick_training_from_the_command_line(tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        str(QUICK),
-        "--logging_file",
-        "False",
-        "--epochs",
-        "1",
-    ]
-    for key, value in _overrides(tmp_path).items():
-        args += [f"--{key}", value]
-    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run_training(tmp_path, [sys.executable], QUICK, "--epochs", "1")
     assert "val_liver_dice" in done.stderr + done.stdout
     assert len(_rows(tmp_path)) == 1
 
@@ -110,29 +115,8 @@ def test_two_process_torchrun_on_cpu_only_rank0_writes(tmp_path):
         str(CONFIGS / "multi_gpu_train.yaml"),
         str(CONFIGS / "quick.yaml"),
     ]
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        str(configs),
-        "--logging_file",
-        "False",
-        "--synthetic#n_cases",
-        "6",
-        "--val_fraction",
-        "0.34",
-    ]
-    for key, value in _overrides(tmp_path).items():
-        args += [f"--{key}", value]
-    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run_training(tmp_path, launcher, configs, "--synthetic#n_cases", "6", "--val_fraction", "0.34")
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
     # One process writes: two TensorBoardStatsHandlers and the epoch report, one checkpoint.
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 3
