@@ -2,6 +2,8 @@
 
 Example:
     liver-tumor synth --out data/synthetic --cases 12 --seed 0 --shape 96 96 64
+    liver-tumor evaluate --pred runs/pred --ref data/labels --out runs/report
+    liver-tumor report runs/report
 """
 
 from __future__ import annotations
@@ -37,6 +39,95 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_label_map(text: str) -> dict[int, int]:
+    """Parse ``"5:1"`` or ``"5:1,6:2"`` into ``{5: 1, 6: 2}`` (an argparse type)."""
+    mapping = {}
+    for item in text.replace(" ", "").split(","):
+        source, sep, target = item.partition(":")
+        try:
+            mapping[int(source)] = int(target)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected SOURCE:TARGET pairs like 5:1, got {text!r}")
+    return mapping
+
+
+def _merge_maps(maps: Sequence[dict[int, int]] | None) -> dict[int, int] | None:
+    merged: dict[int, int] = {}
+    for mapping in maps or ():
+        merged.update(mapping)
+    return merged or None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import PairingError, evaluate_pairs, pair_cases
+    from pipeline.report import collect_provenance
+    from pipeline.report_pages import class_table
+
+    try:
+        pairs = pair_cases(args.pred, args.ref, args.images, allow_missing=args.allow_missing)
+    except PairingError as err:
+        print(f"liver-tumor evaluate: pairing error: {err}", file=sys.stderr)
+        return 2
+    provenance = collect_provenance(
+        checkpoint=args.checkpoint,
+        dataset=args.ref,
+        predictions=args.pred,
+        images=args.images,
+        command=" ".join(["liver-tumor", *args.argv]),
+    )
+    result = evaluate_pairs(
+        pairs,
+        args.out,
+        label_map=_merge_maps(args.label_map),
+        pred_label_map=_merge_maps(args.pred_label_map),
+        provenance=provenance,
+        training_metrics_csv=args.training_metrics,
+        nsd_tolerance_mm=args.nsd_tolerance,
+        progress=not args.no_progress,
+    )
+    header, rows = class_table(result.summary, pm="+-")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print(
+        f"{len(result.cases)} cases scored, {len(result.failures)} failed, "
+        f"{len(result.missing)} missing"
+    )
+    for failure in result.failures:
+        print(f"FAILED {failure.case_id}: {failure.reason.splitlines()[0]}", file=sys.stderr)
+    if result.failures:
+        print(f"reasons in full: {result.files['failures']}", file=sys.stderr)
+    print(f"report: {result.files['html']}")
+    return 0 if result.ok else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.report import build_report
+
+    run_dir = Path(args.run_dir)
+    # A report folder itself, or a run folder holding report folders one or two levels down.
+    found = (
+        [run_dir]
+        if (run_dir / "cases.json").is_file()
+        else sorted(
+            p.parent
+            for pattern in ("*/cases.json", "*/*/cases.json")
+            for p in run_dir.glob(pattern)
+        )
+    )
+    if not found:
+        print(f"liver-tumor report: no cases.json in or under {run_dir}", file=sys.stderr)
+        return 2
+    for report_dir in found:
+        written = build_report(report_dir)
+        print(f"report: {written.files['html']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``liver-tumor`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="liver-tumor", description=__doc__.splitlines()[0])
@@ -65,12 +156,52 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--test-fraction", type=float, default=0.2)
     synth.set_defaults(func=_synth)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score predicted label maps against references (LiTS metrics, HTML report)",
+        description="Pair NIfTI files of --pred and --ref by case name, score every case "
+        "and write the report into --out. Exit code 0 when every case was scored, 1 when "
+        "any case failed, 2 when the files could not be paired.",
+    )
+    evaluate.add_argument("--pred", required=True, help="folder of predicted label maps")
+    evaluate.add_argument("--ref", required=True, help="folder of reference label maps")
+    evaluate.add_argument("--out", required=True, help="report folder")
+    evaluate.add_argument("--images", default=None, help="folder of the CT volumes (overlays)")
+    evaluate.add_argument(
+        "--label-map",
+        type=parse_label_map,
+        nargs="+",
+        default=None,
+        metavar="SRC:DST",
+        help="remap reference values, e.g. 5:1 for TotalSegmentator (unlisted values -> 0)",
+    )
+    evaluate.add_argument(
+        "--pred-label-map", type=parse_label_map, nargs="+", default=None, metavar="SRC:DST",
+        help="remap prediction values the same way",
+    )  # fmt: skip
+    evaluate.add_argument("--training-metrics", default=None, help="training metrics.csv")
+    evaluate.add_argument("--checkpoint", default=None, help="model file, hashed for provenance")
+    evaluate.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance (mm)")
+    evaluate.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="list unpaired cases as missing instead of stopping",
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_evaluate)
+
+    report = sub.add_parser("report", help="rebuild the report files from a report's cases.json")
+    report.add_argument("run_dir", help="report folder (or a folder holding report folders)")
+    report.set_defaults(func=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``liver-tumor`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in the evaluation's provenance
     return int(args.func(args) or 0)
 
 

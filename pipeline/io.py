@@ -37,6 +37,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes owner-only files; give the result the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -54,6 +58,34 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
+def save_label_map_like(
+    labels: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike
+) -> Path:
+    """Save a uint8 label map with the header of the NIfTI scan it was made from.
+
+    The reference's affine, qform / sform (and their codes) and units are kept, so the
+    mask overlays the scan exactly in any viewer; only the data type (uint8), the shape
+    (a trailing singleton dimension of the scan is dropped) and the scaling change.
+
+    Args:
+        labels: (X, Y, Z) labels in the reference's voxel order.
+        reference: the NIfTI scan.
+        path: the output file.
+    """
+    scan = nib.load(str(reference))
+    if tuple(scan.shape[:3]) != tuple(labels.shape):
+        raise ValueError(f"labels {labels.shape} do not match {reference} {scan.shape}")
+    header = scan.header.copy()
+    image = nib.Nifti1Image(np.asarray(labels, dtype=np.uint8), scan.affine, header=header)
+    image.header.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.set_qform(scan.get_qform(), code=int(scan.header["qform_code"]))
+    image.set_sform(scan.get_sform(), code=int(scan.header["sform_code"]))
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
     return Path(path)
