@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from ignite import distributed as idist
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, CheckpointSaver, from_engine
+from monai.handlers import (
+    CheckpointLoader,
+    CheckpointSaver,
+    EarlyStopHandler,
+    from_engine,
+    stopping_fn_from_metric,
+)
 
 from pipeline.io import atomic_path
 from pipeline.workflow import last_checkpoint
@@ -108,6 +114,44 @@ class ResumableCheckpoint:
             file_prefix="",
         )
         saver.attach(engine)
+
+
+class EarlyStopping:
+    """Stop training when the validation metric has not improved for ``patience`` validations.
+
+    A thin wrapper of MONAI's EarlyStopHandler: it needs the trainer, which a declarative
+    config can only hand to the evaluator's handlers through a circular reference, so this
+    handler is attached to the trainer and attaches the real one to the evaluator.
+
+    Args:
+        evaluator: the validation engine whose metric is watched.
+        patience: validations without improvement (by more than ``min_delta``) before stopping.
+        metric_name: the evaluator metric (higher is better).
+        min_delta: the smallest change that counts as an improvement.
+    """
+
+    def __init__(
+        self,
+        evaluator: Engine,
+        patience: int,
+        metric_name: str = "val_mean_dice",
+        min_delta: float = 0.001,
+    ) -> None:
+        if int(patience) < 1:
+            raise ValueError(f"early stopping patience must be >= 1, got {patience}")
+        self.evaluator = evaluator
+        self.patience = int(patience)
+        self.metric_name = metric_name
+        self.min_delta = min_delta
+
+    def attach(self, trainer: Engine) -> None:
+        """Watch the evaluator's metric and stop ``trainer`` when it stalls."""
+        EarlyStopHandler(
+            patience=self.patience,
+            score_function=stopping_fn_from_metric(self.metric_name),
+            trainer=trainer,
+            min_delta=self.min_delta,
+        ).attach(self.evaluator)
 
 
 class EpochReport:

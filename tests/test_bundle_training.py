@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,50 @@ def test_verify_net_in_out_offline(tmp_path):
     done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "data shape of network is verified with no error" in done.stdout + done.stderr
+
+
+def _one_case_datalist(tmp: Path) -> Path:
+    """A datalist whose only training case is also its validation case."""
+    from pipeline.data.synth_dataset import write_synthetic_dataset
+
+    source = write_synthetic_dataset(tmp / "one", n_cases=1, seed=7, shape=(48, 48, 40))
+    case = json.loads(Path(source).read_text())
+    records = [*case.get("training", []), *case.get("validation", []), *case.get("test", [])]
+    assert len(records) == 1
+    datalist = Path(source).parent / "overfit.json"  # paths are relative to the JSON
+    datalist.write_text(json.dumps({"training": records, "validation": records}))
+    return datalist
+
+
+def test_overfitting_one_case_reaches_liver_dice_above_0_8(tmp_path):
+    datalist = _one_case_datalist(tmp_path)
+    workflow = _workflow(
+        tmp_path,
+        dataset_dir=str(datalist),
+        epochs=150,
+        val_interval=50,
+        batch_size=1,
+        num_samples=2,
+        roi_size=[48, 48, 48],
+        learning_rate=0.01,
+        lr_schedule="constant",
+        crop_ratios=[1, 3, 1],
+    )
+    workflow.run()
+    workflow.finalize()
+    rows = _rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [50, 100, 150]
+    assert float(rows[-1]["liver_dice"]) > 0.8
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_early_stopping_ends_training_after_patience_validations(tmp_path):
+    # min_delta 1.0: no validation can count as better than the first one, so training
+    # stops after the first validation plus `patience` more.
+    workflow = _workflow(
+        tmp_path, epochs=6, val_interval=1, early_stop_patience=2, early_stop_min_delta=1.0
+    )
+    workflow.run()
+    workflow.finalize()
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2, 3]
+    assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 3

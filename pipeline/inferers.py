@@ -1,0 +1,51 @@
+"""Flip test-time augmentation around any MONAI inferer.
+
+MONAI's ``TestTimeAugmentation`` samples random transforms to estimate uncertainty; the
+deterministic mirror ensemble that nnU-Net popularised (average the softmax over the
+input and its flips) is not in MONAI, so it is written here, as an ``Inferer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import combinations
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+
+
+class FlipTTAInferer(Inferer):
+    """Average softmax probabilities over the input and its mirror images.
+
+    Args:
+        inferer: the inferer that runs the network (e.g. SlidingWindowInferer).
+        spatial_axes: spatial axes (0, 1, 2 for X, Y, Z) to mirror; every non-empty
+            combination is used, so three axes give eight passes.
+        enabled: False runs the wrapped inferer once (one config switch for TTA).
+
+    Returns (when called): probabilities (softmax over channels), not logits.
+    """
+
+    def __init__(
+        self, inferer: Inferer, spatial_axes: Sequence[int] = (0, 1, 2), enabled: bool = True
+    ) -> None:
+        super().__init__()
+        self.inferer = inferer
+        axes = tuple(int(a) for a in spatial_axes)
+        self.flips: list[tuple[int, ...]] = [()]
+        if enabled:
+            self.flips += [c for n in range(1, len(axes) + 1) for c in combinations(axes, n)]
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Run ``network`` on ``inputs`` (B, C, X, Y, Z) and its flips; mean softmax."""
+        total = None
+        for axes in self.flips:
+            dims = [a + 2 for a in axes]  # skip batch and channel dimensions
+            x = torch.flip(inputs, dims) if dims else inputs
+            probabilities = torch.softmax(self.inferer(x, network, *args, **kwargs).float(), 1)
+            probabilities = torch.flip(probabilities, dims) if dims else probabilities
+            total = probabilities if total is None else total + probabilities
+        return total / len(self.flips)
