@@ -63,7 +63,7 @@ def _merge_maps(maps: Sequence[dict[int, int]] | None) -> dict[int, int] | None:
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluation import PairingError, evaluate_pairs, pair_cases
     from pipeline.report import collect_provenance
-    from pipeline.report_pages import class_table
+    from pipeline.report_pages import format_class_table
 
     try:
         pairs = pair_cases(args.pred, args.ref, args.images, allow_missing=args.allow_missing)
@@ -87,10 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         nsd_tolerance_mm=args.nsd_tolerance,
         progress=not args.no_progress,
     )
-    header, rows = class_table(result.summary, pm="+-")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for line in (header, *rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print(format_class_table(result.summary))
     print(
         f"{len(result.cases)} cases scored, {len(result.failures)} failed, "
         f"{len(result.missing)} missing"
@@ -126,6 +123,21 @@ def _report(args: argparse.Namespace) -> int:
         written = build_report(report_dir)
         print(f"report: {written.files['html']}")
     return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from pipeline.quality import format_bars, record_results
+
+    run = dict(item.split("=", 1) for item in args.run or [])
+    bars = record_results(args.report, args.metadata, args.card, run)
+    print(format_bars(bars))
+    return 0 if all(bar.passed for bar in bars) or not args.strict else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pipeline.sweep import main as sweep_main
+
+    return sweep_main(args.argv[1:], prog="liver-tumor sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,12 +206,32 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild the report files from a report's cases.json")
     report.add_argument("run_dir", help="report folder (or a folder holding report folders)")
     report.set_defaults(func=_report)
+
+    record = sub.add_parser(
+        "record",
+        help="check the quality bars of a report and write its figures into the model card",
+    )
+    record.add_argument("--report", required=True, help="evaluation report folder")
+    record.add_argument("--metadata", default=None, help="bundle metadata.json to update")
+    record.add_argument("--card", default=None, help="bundle docs/README.md to update")
+    record.add_argument("--run", nargs="*", metavar="KEY=VALUE", help="facts about the run")
+    record.add_argument("--strict", action="store_true", help="exit 1 when a bar is not met")
+    record.set_defaults(func=_record)
+
+    # The sweep parses its own options (pipeline/sweep.py); main() hands them over.
+    sweep = sub.add_parser(
+        "sweep", add_help=False,
+        help="hyper-parameter sweep, one training per grid point (liver-tumor sweep --help)",
+    )  # fmt: skip
+    sweep.set_defaults(func=_sweep)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``liver-tumor`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:  # argparse would reject the sweep's own options
+        return _sweep(argparse.Namespace(argv=argv))
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in the evaluation's provenance
     return int(args.func(args) or 0)

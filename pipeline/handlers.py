@@ -154,6 +154,46 @@ class EarlyStopping:
         ).attach(self.evaluator)
 
 
+class TrainingTimeLimit:
+    """Stop training at the end of the last epoch that fits in ``minutes`` of wall time.
+
+    Checked at each epoch's end (after that epoch's validation and checkpoint): when one
+    more epoch of the mean length so far would overrun the budget, training ends there.
+    The best model stays in ``model.pt``. Ignite's TimeLimit stops mid-epoch instead,
+    which loses the partial epoch's work, so this small variant is written here.
+
+    Args:
+        minutes: the wall-time budget of the training run.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        if float(minutes) <= 0:
+            raise ValueError(f"the time limit must be positive, got {minutes} minutes")
+        self.seconds = float(minutes) * 60.0
+        self._start = 0.0
+        self._epochs = 0
+
+    def attach(self, trainer: Engine) -> None:
+        """Start the clock when ``trainer`` starts; check it after every epoch."""
+        trainer.add_event_handler(Events.STARTED, self._started)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _started(self, _: Engine) -> None:
+        self._start, self._epochs = time.perf_counter(), 0
+
+    def _check(self, trainer: Engine) -> None:
+        self._epochs += 1
+        elapsed = time.perf_counter() - self._start
+        if elapsed + elapsed / self._epochs > self.seconds:
+            logger.info(
+                "time limit: %.1f of %.1f min used after epoch %d; stopping",
+                elapsed / 60,
+                self.seconds / 60,
+                trainer.state.epoch,
+            )
+            trainer.terminate()
+
+
 class EpochReport:
     """Per validation: one row of ``metrics.csv``, TensorBoard scalars and an overlay image.
 

@@ -410,3 +410,14 @@ def render_html(
     out.append(_provenance(prov))
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def format_class_table(summary: dict[str, Any]) -> str:
+    """The per-class table as aligned plain text, for a terminal."""
+    header, rows = class_table(summary, pm="+-")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
+    ]
+    return "\n".join(lines)

@@ -193,3 +193,42 @@ def test_early_stopping_ends_training_after_patience_validations(tmp_path):
     workflow.finalize()
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2, 3]
     assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 3
+
+
+def test_time_limit_stops_at_the_end_of_an_epoch(tmp_path):
+    # A budget of 0.06 s: the first epoch already overruns it, so training ends after it,
+    # validated and checkpointed, instead of running all five epochs.
+    workflow = _workflow(tmp_path, epochs=5, val_interval=1, time_limit_minutes=0.001)
+    workflow.run()
+    workflow.finalize()
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1]
+    assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 1
+    assert (tmp_path / "run" / "models" / "model.pt").exists()
+
+
+def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
+    _workflow(tmp_path).run()
+    configs = [*QUICK, str(CONFIGS / "evaluate.yaml")]
+    workflow = ConfigWorkflow(
+        config_file=configs,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id="evaluating",
+        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval")),
+    )
+    workflow.initialize()
+    workflow.run()
+    summary = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
+    # The quick data set has no test split: its one validation case is scored instead.
+    assert summary["n_cases"] == 1 and summary["n_failed"] == 0
+    with open(tmp_path / "eval" / "report" / "metrics_per_case.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert summary["liver"]["dice"]["mean"] == pytest.approx(float(row["liver_dice"]))
+    assert 0.0 < float(row["liver_dice"]) <= 1.0
+    mask = next((tmp_path / "eval" / "predictions").glob("*_seg.nii.gz"))
+    reference = json.loads((tmp_path / "eval" / "cases.json").read_text())["test"][0]
+    import nibabel as nib
+
+    assert nib.load(mask).shape == nib.load(reference["label"]).shape
+    assert (tmp_path / "eval" / "report" / "report.html").stat().st_size > 10_000

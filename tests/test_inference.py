@@ -341,3 +341,43 @@ def test_real_dicom_series_gives_a_mask_on_the_series_grid(tmp_path, tiny_ckpt, 
         nib.as_closest_canonical(organs),
     )
     np.testing.assert_allclose(canonical_mask.affine, canonical_organs.affine, atol=1e-3)
+
+
+def test_onnx_export_matches_the_eager_network(tmp_path, tiny_ckpt):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    path = tmp_path / "model.onnx"
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "onnx_export",
+        "network_def",
+        "--filepath",
+        str(path),
+        "--ckpt_file",
+        str(tiny_ckpt),
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(INFERENCE),
+        "--input_shape",
+        "[1,1,16,16,16]",
+    ]
+    for key in ("channels", "num_res_units", "pixdim", "roi_size"):
+        args += [f"--{key}", json.dumps(TINY[key])]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    net = build_network(
+        "unet",
+        channels=TINY["channels"],
+        num_res_units=1,
+        norm="instance",
+        roi_size=TINY["roi_size"],
+        spacing=TINY["pixdim"],
+    )
+    load_network_weights(net, tiny_ckpt)
+    x = torch.rand(1, 1, 16, 16, 16)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (exported,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(exported, net(x).numpy(), atol=1e-4, rtol=1e-4)
