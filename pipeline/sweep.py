@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -231,40 +232,58 @@ class MeasuredRun:
     peak_memory_mb: float
 
 
+# Linux records, at exec, the resident peak of the memory the process had before exec:
+# a child forked from a large sweep process would report the sweep's own size. A tiny
+# launcher process forks the real command, so the command's peak is its own.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as handle:
+    handle.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(args: Sequence[str], log_path: Path, timeout: float | None = None) -> MeasuredRun:
     """Run a command with its output in ``log_path``; measure wall time and peak memory.
 
-    The peak comes from ``os.wait4``: the kernel's maximum resident set of this child and
-    of the children it reaped (data-loader workers); a maximum, not a sum. The
-    ``getrusage(RUSAGE_CHILDREN)`` maximum would cover every child the sweep ever had, so
-    a small point after a large one would inherit the large peak.
+    The peak is the kernel's maximum resident set of the command and of the children it
+    reaped (data-loader workers), read by a small launcher process with ``os.wait4``; a
+    maximum, not a sum. (``getrusage(RUSAGE_CHILDREN)`` would cover every child the sweep
+    ever had, and a command forked straight from the sweep would inherit its size.)
 
     Raises:
         TimeoutError: the process ran longer than ``timeout`` seconds (it is killed).
     """
     start = time.perf_counter()
+    peak_file = Path(f"{log_path}.maxrss")
+    peak_file.unlink(missing_ok=True)
+    posix = hasattr(os, "wait4") and hasattr(os, "fork")
+    command = [sys.executable, "-c", _LAUNCHER, str(peak_file), *args] if posix else list(args)
     with open(log_path, "w") as log:
-        process = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT)
+        # A session of its own: a timeout stops the launcher and the command together.
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=posix
+        )
         try:
-            if not hasattr(os, "wait4"):  # not POSIX: time only
-                returncode = process.wait(timeout=timeout)
-                return MeasuredRun(returncode, time.perf_counter() - start, math.nan)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                pid, status, usage = os.wait4(process.pid, 0 if deadline is None else os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() > deadline:  # type: ignore[operator]
-                    raise TimeoutError(f"training ran longer than {timeout} s; stopped")
-                time.sleep(0.5)
-        except BaseException:  # Ctrl-C too: never leave a training running unseen
+            returncode = process.wait(timeout=timeout)
+        except BaseException as err:  # Ctrl-C too: never leave a training running unseen
+            if posix:
+                os.killpg(process.pid, signal.SIGKILL)
             process.kill()
             process.wait()
+            if isinstance(err, subprocess.TimeoutExpired):
+                raise TimeoutError(f"training ran longer than {timeout} s; stopped") from err
             raise
-    # wait4 reaped the child: tell Popen, or a later wait() would fail.
-    process.returncode = os.waitstatus_to_exitcode(status)
-    kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # macOS counts bytes
-    return MeasuredRun(process.returncode, time.perf_counter() - start, kib / 1024)
+    seconds = time.perf_counter() - start
+    if not peak_file.is_file():  # not POSIX, or the launcher died: time only
+        return MeasuredRun(returncode, seconds, math.nan)
+    kib = float(peak_file.read_text()) / (1024 if sys.platform == "darwin" else 1)
+    peak_file.unlink()
+    return MeasuredRun(returncode, seconds, kib / 1024)
 
 
 def _log_tail(path: Path) -> str:

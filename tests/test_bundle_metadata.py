@@ -144,13 +144,31 @@ def test_network_data_format_matches_the_labels() -> None:
     assert image["spatial_shape"] == pred["spatial_shape"] == [96, 96, 96]
 
 
-def test_eval_metrics_are_empty_or_scores_in_unit_interval() -> None:
-    """`eval_metrics` is written only by a script from real runs, never by hand."""
-    metrics = _load(META)["eval_metrics"]
-    assert isinstance(metrics, dict)
+def test_eval_metrics_are_empty_or_what_liver_tumor_record_writes() -> None:
+    """`eval_metrics` is written by `liver-tumor record` from a real run, never by hand."""
+    from pipeline.quality import eval_metrics
+
+    metrics = dict(_load(META)["eval_metrics"])
+    if not metrics:
+        return
+    run = metrics.pop("run")
+    assert isinstance(run, dict) and run.get("date") and run.get("budget"), run
+    assert set(metrics) == set(eval_metrics(_SUMMARY_SHAPE))
+    assert isinstance(metrics.pop("n_cases"), int)
     for name, value in metrics.items():
+        if value is None:  # e.g. no lesion of 10 mm or more in the test split
+            continue
         assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, value)
         assert math.isfinite(value) and 0.0 <= value <= 1.0, (name, value)
+
+
+# The smallest report summary eval_metrics() accepts, to learn the keys it writes.
+_SUMMARY_SHAPE = {
+    "n_cases": 1,
+    "liver": {"dice": {"mean": 1.0}, "dice_global": 1.0},
+    "tumour": {"dice": {"mean": 1.0}, "dice_global": 1.0},
+    "lesions": {"by_size": {k: {"n_ref": 0, "tp_iou": 0} for k in ("10-20mm", ">20mm")}},
+}
 
 
 def _is_stdlib_logging_class(value: str) -> bool:
