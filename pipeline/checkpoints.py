@@ -6,7 +6,6 @@ mapped to the CPU first, so a checkpoint saved on a GPU loads on any machine.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,18 +13,13 @@ from typing import Any
 
 import torch
 
+from pipeline.io import sha256_of
+
+__all__ = ["CheckpointMismatchError", "load_network_weights", "sha256_of"]
+
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint's weights do not fit the network the config builds."""
-
-
-def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """The SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_dict_from(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ so an interrupted run never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -89,6 +90,15 @@ def save_label_map_like(
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
     return Path(path)
+
+
+def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:

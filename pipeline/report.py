@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import importlib.metadata
 import math
 import os
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, sha256_of, write_json
 from pipeline.lesions import LesionDetection, PredLesion, RefLesion
 from pipeline.metrics import DEFAULT_NSD_TOLERANCE_MM, CaseResult, summarize
 from pipeline.report_figures import OverlaySlice
@@ -47,7 +46,7 @@ __all__ = [
     "build_report",
     "collect_provenance",
     "complete_provenance",
-    "file_sha256",
+    "sha256_of",
     "read_training_metrics",
     "write_report",
 ]
@@ -184,15 +183,6 @@ def _build_summary(data: Mapping[str, Any], cases: Sequence[CaseEntry]) -> dict[
     return _clean(summary)
 
 
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def collect_provenance(
     checkpoint: str | os.PathLike | None = None,
     configs: Sequence[str | os.PathLike] = (),
@@ -214,11 +204,10 @@ def collect_provenance(
     if checkpoint is not None:
         out["checkpoint"] = str(checkpoint)
         if Path(checkpoint).is_file():
-            out["checkpoint_sha256"] = file_sha256(checkpoint)
+            out["checkpoint_sha256"] = sha256_of(checkpoint)
     if configs:
         out["configs"] = [
-            {"path": str(c), "sha256": file_sha256(c) if Path(c).is_file() else None}
-            for c in configs
+            {"path": str(c), "sha256": sha256_of(c) if Path(c).is_file() else None} for c in configs
         ]
     if dataset is not None:
         out["dataset"] = str(dataset)

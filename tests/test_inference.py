@@ -290,40 +290,33 @@ def test_flip_tta_is_the_mean_softmax_over_mirrors():
     torch.testing.assert_close(once, torch.softmax(network(x), 1))
 
 
-def test_torchscript_export_matches_the_eager_network(tmp_path, tiny_ckpt):
-    ts = tmp_path / "model.ts"
-    args = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(ts),
-        "--ckpt_file",
-        str(tiny_ckpt),
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(INFERENCE),
-    ]
+def _export(command: str, path: Path, ckpt: Path, *extra: str) -> None:
+    """Run ``python -m monai.bundle <command> network_def`` on the tiny network."""
+    args = [sys.executable, "-m", "monai.bundle", command, "network_def",
+            "--filepath", str(path), "--ckpt_file", str(ckpt),
+            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(INFERENCE),
+            *extra]  # fmt: skip
     for key in ("channels", "num_res_units", "pixdim", "roi_size"):
         args += [f"--{key}", json.dumps(TINY[key])]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    scripted = torch.jit.load(str(ts))
+
+
+def _tiny_network(ckpt: Path) -> torch.nn.Module:
     net = build_network(
-        "unet",
-        channels=TINY["channels"],
-        num_res_units=1,
-        norm="instance",
-        roi_size=TINY["roi_size"],
-        spacing=TINY["pixdim"],
-    )
-    load_network_weights(net, tiny_ckpt)
+        "unet", channels=TINY["channels"], num_res_units=1, norm="instance",
+        roi_size=TINY["roi_size"], spacing=TINY["pixdim"],
+    )  # fmt: skip
+    return load_network_weights(net, ckpt)
+
+
+def test_torchscript_export_matches_the_eager_network(tmp_path, tiny_ckpt):
+    ts = tmp_path / "model.ts"
+    _export("ckpt_export", ts, tiny_ckpt)
+    scripted = torch.jit.load(str(ts))
     x = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x), net(x))
+        torch.testing.assert_close(scripted(x), _tiny_network(tiny_ckpt)(x))
 
 
 def test_real_dicom_series_gives_a_mask_on_the_series_grid(tmp_path, tiny_ckpt, real_ct_dir):
@@ -346,38 +339,10 @@ def test_real_dicom_series_gives_a_mask_on_the_series_grid(tmp_path, tiny_ckpt, 
 def test_onnx_export_matches_the_eager_network(tmp_path, tiny_ckpt):
     onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     path = tmp_path / "model.onnx"
-    args = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "onnx_export",
-        "network_def",
-        "--filepath",
-        str(path),
-        "--ckpt_file",
-        str(tiny_ckpt),
-        "--meta_file",
-        str(CONFIGS / "metadata.json"),
-        "--config_file",
-        str(INFERENCE),
-        "--input_shape",
-        "[1,1,16,16,16]",
-    ]
-    for key in ("channels", "num_res_units", "pixdim", "roi_size"):
-        args += [f"--{key}", json.dumps(TINY[key])]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    net = build_network(
-        "unet",
-        channels=TINY["channels"],
-        num_res_units=1,
-        norm="instance",
-        roi_size=TINY["roi_size"],
-        spacing=TINY["pixdim"],
-    )
-    load_network_weights(net, tiny_ckpt)
+    _export("onnx_export", path, tiny_ckpt, "--input_shape", "[1,1,16,16,16]")
     x = torch.rand(1, 1, 16, 16, 16)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (exported,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
-        np.testing.assert_allclose(exported, net(x).numpy(), atol=1e-4, rtol=1e-4)
+        expected = _tiny_network(tiny_ckpt)(x).numpy()
+    np.testing.assert_allclose(exported, expected, atol=1e-4, rtol=1e-4)
