@@ -346,3 +346,23 @@ def test_onnx_export_matches_the_eager_network(tmp_path, tiny_ckpt):
     with torch.no_grad():
         expected = _tiny_network(tiny_ckpt)(x).numpy()
     np.testing.assert_allclose(exported, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_2d_slice_network_segments_a_volume_through_the_inference_overlay(tmp_path):
+    slice_roi = [2 * TINY["roi_size"][0]] * 2
+    net = build_network(
+        "unet2d", spatial_dims=2, channels=TINY["channels"], num_res_units=1, norm="instance",
+        roi_size=slice_roi, spacing=TINY["pixdim"],
+    )  # fmt: skip
+    ckpt = tmp_path / "unet2d.pt"
+    torch.save(net.state_dict(), ckpt)
+    parser = ConfigParser()
+    parser.read_config([str(INFERENCE), str(CONFIGS / "inference_slice2d.yaml")])
+    parser.update({**TINY, "ckpt": str(ckpt)})
+    predictor = parser.get_parsed_content("predictor")
+    image, _ = _ct()
+    scan = save_nifti(image, _affine("LPS"), tmp_path / "case.nii.gz")
+    result = pipeline.predict(scan, predictor=predictor)
+    assert result.labels.shape == image.shape
+    assert np.array_equal(result.affine, nib.load(scan).affine)
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
