@@ -22,6 +22,8 @@ def _synth(args: argparse.Namespace) -> int:
         options["phase"] = args.phase
     if args.spacing:
         options["spacing"] = tuple(args.spacing)
+    if args.partial_fov_prob:
+        options["partial_fov_prob"] = args.partial_fov_prob
     start = time.perf_counter()
     datalist = write_synthetic_dataset(
         args.out,
@@ -177,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("non_contrast", "portal_venous"),
         default=None,
         help="contrast phase (default: drawn per case)",
+    )
+    synth.add_argument(
+        "--partial-fov-prob",
+        type=float,
+        default=0.0,
+        help="share of cases that cover only a 36-120 mm slab of the liver along z",
     )
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--test-fraction", type=float, default=0.2)

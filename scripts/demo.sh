@@ -4,9 +4,10 @@
 #
 # DEMO_BUDGET trades time for quality (wall times measured on 2 CPU cores, no GPU):
 #   quick     16 small cases at 6 mm, tiny network, about 1 minute: a smoke run
-#   standard  40 cases at 3 mm, 64^3 patches, training capped at DEMO_TRAIN_MINUTES
-#             (default 18): 19 min 47 s in all with the install, measured on a fresh clone
-#   long      60 cases, training capped at 60 minutes
+#   standard  60 cases at 2 mm (42 train / 6 validation / 12 test), 64^3 patches, 65 epochs
+#             capped at DEMO_TRAIN_MINUTES (default 22) of training: under 30 minutes in
+#             all with the install (the measured time is in the bundle README)
+#   long      100 cases, 150 epochs capped at 60 minutes
 # DEMO_DIR sets where outputs go (default ./runs/demo). With DEMO_RECORD=1 (default for
 # standard and long) the figures are written into the bundle's metadata.json and
 # docs/README.md by `liver-tumor record`.
@@ -22,10 +23,10 @@ case "$DEMO_BUDGET" in
     CASES=16; SHAPE="96 96 64"; SPACING=""; OVERLAY="$CONFIGS/quick.yaml"
     EPOCHS=20; VAL_INTERVAL=5; MINUTES="${DEMO_TRAIN_MINUTES:-5}"; RECORD="${DEMO_RECORD:-0}" ;;
   standard)
-    CASES=40; SHAPE="136 136 96"; SPACING="3 3 3"; OVERLAY="$CONFIGS/demo.yaml"
-    EPOCHS=90; VAL_INTERVAL=10; MINUTES="${DEMO_TRAIN_MINUTES:-18}"; RECORD="${DEMO_RECORD:-1}" ;;
+    CASES=60; SHAPE="204 204 144"; SPACING="2 2 2"; OVERLAY="$CONFIGS/demo.yaml"
+    EPOCHS=65; VAL_INTERVAL=10; MINUTES="${DEMO_TRAIN_MINUTES:-22}"; RECORD="${DEMO_RECORD:-1}" ;;
   long)
-    CASES=60; SHAPE="136 136 96"; SPACING="3 3 3"; OVERLAY="$CONFIGS/demo.yaml"
+    CASES=100; SHAPE="204 204 144"; SPACING="2 2 2"; OVERLAY="$CONFIGS/demo.yaml"
     EPOCHS=150; VAL_INTERVAL=10; MINUTES="${DEMO_TRAIN_MINUTES:-60}"; RECORD="${DEMO_RECORD:-1}" ;;
   *) echo "DEMO_BUDGET must be quick, standard or long, got '$DEMO_BUDGET'" >&2; exit 2 ;;
 esac

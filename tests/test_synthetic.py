@@ -110,3 +110,27 @@ def test_full_size_spacing_is_realistic():
         sx, sy, sz = default_spacing((512, 512, 150), rng)
         assert 0.6 <= sx <= 1.0 and sx == sy
         assert 1.0 <= sz <= 5.0
+
+
+def test_partial_field_of_view_is_a_slab_of_the_whole_case():
+    whole = generate_phantom(4, PhantomConfig(shape=(64, 64, 60), spacing=(6.0, 6.0, 4.0)))
+    slab = generate_phantom(
+        4,
+        PhantomConfig(
+            shape=(64, 64, 60), spacing=(6.0, 6.0, 4.0), partial_fov_prob=1.0, slab_mm=(40, 40)
+        ),
+    )
+    assert slab.info["partial_fov"] and not whole.info["partial_fov"]
+    assert slab.image.shape == (64, 64, 10)  # 40 mm at 4 mm per slice
+    assert (slab.label >= 1).any()
+    # The slab holds the same voxels as the whole case, at the same world positions.
+    whole_ras = nib.as_closest_canonical(nib.Nifti1Image(whole.image, whole.affine))
+    slab_ras = nib.as_closest_canonical(nib.Nifti1Image(slab.image, slab.affine))
+    start = int(round((slab_ras.affine[2, 3] - whole_ras.affine[2, 3]) / 4.0))
+    np.testing.assert_array_equal(
+        np.asarray(slab_ras.dataobj), np.asarray(whole_ras.dataobj)[:, :, start : start + 10]
+    )
+    np.testing.assert_allclose(slab_ras.affine[:3, :3], whole_ras.affine[:3, :3])
+    # Without the option a case is unchanged by the field-of-view stream.
+    again = generate_phantom(4, PhantomConfig(shape=(64, 64, 60), spacing=(6.0, 6.0, 4.0)))
+    np.testing.assert_array_equal(again.image, whole.image)

@@ -36,6 +36,7 @@ from pipeline.data.tissues import (
 ORIENTATIONS = ("RAS", "LPS", "LAS")
 _CALIBRATION_SPACING = 4.0  # mm; coarse grid used to size the liver and place tumours
 _TUMOUR_TISSUES = (Tissue.TUMOUR, Tissue.TUMOUR_RIM, Tissue.TUMOUR_CORE)
+_FOV_STREAM = 7919  # second entropy word of the field-of-view random stream
 
 
 @dataclass
@@ -53,6 +54,11 @@ class PhantomConfig:
         tumour_free_prob: probability of a tumour-free liver when ``n_tumours`` is None.
         noise_sd: standard deviation of the image noise in HU (5-25 by default).
         liver_volume_ml: target liver volume (1100-1800 mL by default).
+        partial_fov_prob: probability that the scan covers only a slab of the liver
+            (``slab_mm`` thick along z, fewer slices), like a limited or follow-up scan.
+            Drawn from a random stream of its own, so cases that stay whole are identical
+            with and without this option.
+        slab_mm: range of slab thickness in mm for partial fields of view.
     """
 
     shape: tuple[int, int, int] = (96, 96, 64)
@@ -63,6 +69,8 @@ class PhantomConfig:
     tumour_free_prob: float = 0.2
     noise_sd: float | None = None
     liver_volume_ml: float | None = None
+    partial_fov_prob: float = 0.0
+    slab_mm: tuple[float, float] = (36.0, 120.0)
 
 
 @dataclass
@@ -154,15 +162,18 @@ def generate_phantom(seed: int, config: PhantomConfig | None = None) -> Phantom:
     image = _acquire(image, spacing, noise_sd, rng)
     image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
 
-    image, label, tissue, lesion_ids, affine = _reorient(
-        (image, label, tissue, lesion_ids), grid.affine, orientation
-    )
+    arrays, affine = (image, label, tissue, lesion_ids), grid.affine
+    fov_rng = np.random.default_rng([seed, _FOV_STREAM])
+    if fov_rng.random() < config.partial_fov_prob:
+        arrays, affine = _liver_slab(arrays, affine, label, config.slab_mm, fov_rng)
+    image, label, tissue, lesion_ids, affine = _reorient(arrays, affine, orientation)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     info = {
         "seed": int(seed),
         "phase": phase,
         "orientation": orientation,
-        "shape": list(shape),
+        "shape": list(image.shape),
+        "partial_fov": bool(image.shape[2] != shape[2]),
         "spacing": [float(s) for s in spacing],
         "noise_sd": float(noise_sd),
         "hu": {t.name.lower(): round(v, 2) for t, v in hu.items()},
@@ -359,6 +370,31 @@ def _acquire(image: np.ndarray, spacing, noise_sd: float, rng: np.random.Generat
     noise = ndimage.gaussian_filter(noise, sigma=(0.8, 0.8, 0.4), mode="wrap")
     noise *= np.float32(noise_sd / max(float(noise.std()), 1e-6))
     return image + noise
+
+
+def _liver_slab(
+    arrays: tuple[np.ndarray, ...],
+    affine: np.ndarray,
+    label: np.ndarray,
+    slab_mm: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Keep a slab of RAS arrays along z (superior) whose centre lies in the liver.
+
+    Real series are not always whole abdomens: a limited scan or a thin reconstruction
+    covers a few centimetres of the liver, and the model must still segment it.
+    """
+    slices = np.nonzero((label >= LIVER).any(axis=(0, 1)))[0]
+    if slices.size == 0:
+        return arrays, affine
+    spacing_z = float(np.linalg.norm(affine[:3, 2]))
+    n_slices = int(np.clip(round(rng.uniform(*slab_mm) / spacing_z), 8, label.shape[2]))
+    centre = int(rng.integers(slices.min(), slices.max() + 1))
+    start = int(np.clip(centre - n_slices // 2, 0, label.shape[2] - n_slices))
+    cropped = tuple(np.ascontiguousarray(a[:, :, start : start + n_slices]) for a in arrays)
+    shifted = affine.copy()
+    shifted[:3, 3] += affine[:3, 2] * start
+    return cropped, shifted
 
 
 def _reorient(arrays: tuple[np.ndarray, ...], affine: np.ndarray, target: str):
