@@ -46,6 +46,44 @@ def split_records(
     return split, records
 
 
+def segment_records(
+    ckpt: str | os.PathLike,
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    predictor_settings: Mapping[str, Any],
+    *,
+    overwrite: bool = True,
+    progress: bool = True,
+) -> tuple[Path, Any]:
+    """Segment the scans of datalist records with the inference pipeline.
+
+    Args:
+        ckpt: the weights.
+        records: datalist entries with ``image`` (and ``label``, unused here).
+        out_dir: gets ``cases.json`` (what was segmented) and ``predictions/``.
+        predictor_settings: inference.yaml ids, nested ones as ``postprocess#...``.
+        overwrite: segment again even when a prediction exists.
+        progress: show a progress bar.
+
+    Returns:
+        The predictions folder and the finished :class:`~pipeline.folder_run.FolderRun`.
+    """
+    out = Path(out_dir)
+    cases_file = write_json({"test": [dict(r) for r in records]}, out / "cases.json")
+    predictor = build_predictor(ckpt, [CONFIG_DIR / "inference.yaml"], **dict(predictor_settings))
+    predictions = out / "predictions"
+    run = FolderRun(
+        predictor,
+        cases_file,
+        predictions,
+        checkpoint=ckpt,
+        settings={k: str(v) for k, v in predictor_settings.items()},
+        overwrite=overwrite,
+        progress=progress,
+    ).run()
+    return predictions, run
+
+
 def evaluate_checkpoint(
     ckpt: str | os.PathLike,
     datalist: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -54,6 +92,7 @@ def evaluate_checkpoint(
     predictor_settings: Mapping[str, Any],
     *,
     label_map: Mapping[int, int] | None = None,
+    postprocess: Mapping[str, Any] | None = None,
     training_metrics_csv: str | os.PathLike | None = None,
     configs: Sequence[str | os.PathLike] = (),
     overwrite: bool = True,
@@ -70,6 +109,8 @@ def evaluate_checkpoint(
         predictor_settings: inference.yaml ids taken from the training config (network,
             geometry, window, sliding window, device...).
         label_map: remapping of the reference labels (e.g. ``{5: 1}``).
+        postprocess: post-processing settings that differ from inference.yaml's
+            (e.g. ``{"min_tumour_mm3": 65.0}`` chosen on validation).
         training_metrics_csv: the training run's ``metrics.csv``, for the curves.
         configs: config files to record (and hash) in the report's provenance.
         overwrite: segment again even when a prediction exists (a new checkpoint).
@@ -80,18 +121,14 @@ def evaluate_checkpoint(
     """
     out = Path(out_dir)
     used_split, records = split_records(datalist, split)
-    cases_file = write_json({"test": [dict(r) for r in records]}, out / "cases.json")
-    predictor = build_predictor(ckpt, [CONFIG_DIR / "inference.yaml"], **dict(predictor_settings))
-    predictions = out / "predictions"
-    run = FolderRun(
-        predictor,
-        cases_file,
-        predictions,
-        checkpoint=ckpt,
-        settings={k: str(v) for k, v in predictor_settings.items()},
-        overwrite=overwrite,
-        progress=progress,
-    ).run()
+    if postprocess:
+        predictor_settings = {
+            **predictor_settings,
+            **{f"postprocess#{key}": value for key, value in postprocess.items()},
+        }
+    predictions, run = segment_records(
+        ckpt, records, out, predictor_settings, overwrite=overwrite, progress=progress
+    )
     provenance = collect_provenance(
         checkpoint=ckpt,
         configs=list(configs),

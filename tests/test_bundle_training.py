@@ -232,3 +232,44 @@ def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
 
     assert nib.load(mask).shape == nib.load(reference["label"]).shape
     assert (tmp_path / "eval" / "report" / "report.html").stat().st_size > 10_000
+    # Reusing the masks (as the demo does after `run inference`) scores them unchanged.
+    written = mask.stat().st_mtime_ns
+    again = ConfigWorkflow(
+        config_file=configs,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id="evaluating",
+        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval"), reuse_predictions=True),
+    )
+    again.initialize()
+    again.run()
+    assert mask.stat().st_mtime_ns == written
+    rescored = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
+    assert rescored["liver"]["dice"]["mean"] == summary["liver"]["dice"]["mean"]
+
+
+def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path):
+    _workflow(tmp_path).run()
+    workflow = ConfigWorkflow(
+        config_file=[*QUICK, str(CONFIGS / "evaluate.yaml")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id="tuning",
+        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval")),
+    )
+    workflow.initialize()
+    workflow.run()
+    tuning = tmp_path / "eval" / "postprocess_tuning"
+    result = json.loads((tuning / "postprocess.json").read_text())
+    validation = json.loads((tuning / "cases.json").read_text())["test"]
+    assert result["split"] == "validation" and len(result["cases"]) == len(validation) == 1
+    sizes = [row["min_tumour_mm3"] for row in result["table"]]
+    assert sizes == [0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0]
+    best = max(row["tumour_dice_per_case"] for row in result["table"])
+    chosen = next(r for r in result["table"] if r["min_tumour_mm3"] == result["min_tumour_mm3"])
+    assert chosen["tumour_dice_per_case"] == best
+    # The masks were made with the size filter off, so that every size can be applied.
+    run = json.loads((tuning / "predictions" / "run.json").read_text())
+    assert run["settings"]["postprocess#min_tumour_mm3"] == "0.0"
