@@ -15,19 +15,15 @@ on the scans' own grids (liver = label >= 1, tumour = label 2). In ``OUT/<point>
 ``train/`` (metrics.csv, TensorBoard), ``models/``, ``val_pred/``, ``val_report/`` and
 ``result.json``, whose presence makes a re-run skip the point. ``OUT/sweep.csv`` and
 ``OUT/sweep.md`` hold one row per point; a failed point is a row with its error.
+Parsing the grid is :mod:`pipeline.sweep_grid`, the tables :mod:`pipeline.sweep_tables`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import csv
-import itertools
 import json
 import math
 import os
-import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +33,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.sweep_grid import (
+    GridSpecError,
+    format_value,
+    grid_points,
+    parse_grid,
+    parse_settings,
+    parse_value,
+    point_name,
+)
+from pipeline.sweep_tables import format_cell, write_tables
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "bundles" / "liver_tumor" / "configs"
 DEFAULT_GRID: dict[str, list[Any]] = {
@@ -54,147 +61,6 @@ DESCRIBED_KEYS = (
     "network_name", "channels", "loss_name", "lr_schedule", "batch_size", "epochs",
     "learning_rate", "roi_size", "pixdim", "num_samples", "val_interval",
 )  # fmt: skip
-RESERVED_KEYS = ("output_dir", "ckpt_dir")  # set per point, under OUT/<point>/
-METRIC_COLUMNS = (
-    "liver_dice", "tumour_dice", "mean_dice", "liver_iou", "tumour_iou",
-    "liver_dice_global", "tumour_dice_global", "train_val_mean_dice", "params",
-    "train_seconds", "seconds_per_epoch", "epochs_run", "peak_memory_mb", "eval_seconds",
-    "n_val_cases",
-)  # fmt: skip
-TAIL_COLUMNS = ("status", "error", "point")
-_KEY = re.compile(r"^[A-Za-z_]\w*(#\w+)*$")
-
-
-class GridSpecError(ValueError):
-    """A ``--grid`` or ``--set`` item that cannot be parsed; the message quotes it."""
-
-
-# ---- parsing the grid ------------------------------------------------------------------------
-def split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split at ``sep`` outside brackets and quotes: ``"[1,2],[3,4]"`` -> two items.
-
-    Raises:
-        GridSpecError: unbalanced brackets or an unclosed quote.
-    """
-    parts, depth, quote, start = [], 0, "", 0
-    for i, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{(":
-            depth += 1
-        elif char in "]})":
-            depth -= 1
-            if depth < 0:
-                raise GridSpecError(f"unbalanced {char!r} in {text!r}")
-        elif char == sep and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if quote or depth:
-        raise GridSpecError(f"unclosed {'quote' if quote else 'bracket'} in {text!r}")
-    return [part.strip() for part in [*parts, text[start:]]]
-
-
-def parse_value(text: str) -> Any:
-    """A value as JSON, else as a Python literal (``{5: 1}``, ``True``), else the text.
-
-    Raises:
-        GridSpecError: an empty value, or one that starts like a list, dict or string
-            but parses as neither JSON nor a Python literal.
-    """
-    text = text.strip()
-    if not text:
-        raise GridSpecError("empty value")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError) as err:
-        if text[0] in "[{(\"'":
-            raise GridSpecError(f"{text!r} is neither JSON nor a Python literal ({err})") from err
-    return text  # a bare word such as segresnet
-
-
-def _assignment(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key or not value.strip():
-        raise GridSpecError(f"expected KEY=VALUE, got {item!r}")
-    if not _KEY.match(key):
-        raise GridSpecError(f"{key!r} is not a config id (letters, digits, _, # for nesting)")
-    if key in RESERVED_KEYS:
-        raise GridSpecError(f"{key} is set per point by the sweep (OUT/<point>/...)")
-    return key, value
-
-
-def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["batch_size=1,2", "roi_size=[32,32,32],[48,48,48]"]`` -> values per key.
-
-    Raises:
-        GridSpecError: bad syntax, an empty value, a key given twice, a repeated value.
-    """
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        key, text = _assignment(item)
-        if key in grid:
-            raise GridSpecError(f"{key} appears twice in the grid")
-        try:
-            values = [parse_value(part) for part in split_top_level(text)]
-        except GridSpecError as err:
-            raise GridSpecError(f"{item!r}: {err}") from None
-        if len({format_value(v) for v in values}) < len(values):
-            raise GridSpecError(f"{item!r} repeats a value")
-        grid[key] = values
-    return grid
-
-
-def parse_settings(items: Sequence[str]) -> dict[str, Any]:
-    """``["roi_size=[32,32,32]", "network_name=segresnet"]`` -> one value per key.
-
-    Raises:
-        GridSpecError: bad syntax or a key given twice.
-    """
-    settings: dict[str, Any] = {}
-    for item in items:
-        key, text = _assignment(item)
-        if key in settings:
-            raise GridSpecError(f"{key} is set twice")
-        try:
-            settings[key] = parse_value(text)
-        except GridSpecError as err:
-            raise GridSpecError(f"{item!r}: {err}") from None
-    return settings
-
-
-def format_value(value: Any) -> str:
-    """A value as written in tables and folder names: strings bare, the rest compact JSON."""
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def point_name(params: Mapping[str, Any]) -> str:
-    """Folder name of a point, e.g. ``batch_size-1__learning_rate-0.001``."""
-
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "_"
-
-    return "__".join(f"{slug(k)}-{slug(format_value(v))}" for k, v in params.items())
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, the last key varying fastest.
-
-    Raises:
-        GridSpecError: two points would share a folder name (values equal once slugged).
-    """
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    names = [point_name(p) for p in points]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise GridSpecError(f"grid values give the same folder name: {clashes}")
-    return points
 
 
 # ---- one point -------------------------------------------------------------------------------
@@ -497,97 +363,6 @@ def _json_safe(value: Any) -> Any:
 
 
 # ---- the tables ------------------------------------------------------------------------------
-def _cell(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def best_index(results: Sequence[Mapping[str, Any]]) -> int | None:
-    """Index of the successful point with the highest mean Dice (the first on ties)."""
-    scored = [
-        (r["mean_dice"], -i)
-        for i, r in enumerate(results)
-        if r.get("status") == "ok"
-        and r.get("mean_dice") is not None
-        and math.isfinite(r["mean_dice"])
-    ]
-    return -max(scored)[1] if scored else None
-
-
-def write_tables(out: Path, keys: Sequence[str], results: Sequence[Mapping[str, Any]]) -> None:
-    """Write ``sweep.csv`` (every column) and ``sweep.md`` (the published-table view)."""
-    from pipeline.io import atomic_path
-
-    columns = [*keys, *METRIC_COLUMNS, *TAIL_COLUMNS]
-    with atomic_path(out / "sweep.csv", suffix=".csv") as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for r in results:
-                row = {k: format_value(r["values"][k]) for k in keys}
-                row.update({k: _cell(r.get(k), 6) for k in METRIC_COLUMNS})
-                writer.writerow({**row, **{k: r.get(k, "") for k in TAIL_COLUMNS}})
-    with atomic_path(out / "sweep.md", suffix=".md") as tmp:
-        tmp.write_text(markdown_table(keys, results))
-
-
-def markdown_table(keys: Sequence[str], results: Sequence[Mapping[str, Any]]) -> str:
-    """The sweep as Markdown: one row per point, the best mean Dice in bold, then notes."""
-    header = [*keys, "Liver Dice", "Tumour Dice", "Mean Dice", "Liver IoU", "Tumour IoU",
-              "Params (M)", "Train (s)", "s / epoch", "Peak memory (MB)"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---:|" * 9]
-    best = best_index(results)
-    for i, r in enumerate(results):
-        cells = [format_value(r["values"][k]) for k in keys]
-        if r.get("status") == "ok":
-            cells += [_cell(r.get(k), 3) for k in METRIC_COLUMNS[:5]]
-        else:
-            cells += ["failed (see below)", "", "", "", ""]
-        params = r.get("params")
-        cells += [
-            f"{params / 1e6:.3g}" if params else "",
-            _cell(r.get("train_seconds"), 0),
-            _cell(r.get("seconds_per_epoch"), 1),
-            _cell(r.get("peak_memory_mb"), 0),
-        ]
-        if i == best:
-            cells = [f"**{c}**" if c else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *_notes(keys, results)]
-    return "# Hyper-parameter sweep\n\n" + "\n".join(lines) + "\n"
-
-
-def _notes(keys: Sequence[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
-    import torch
-
-    first = next((r for r in results if r.get("described")), {})
-    described = {k: v for k, v in first.get("described", {}).items() if k not in keys}
-    data = described.pop("dataset_dir", None) or "the synthetic default data set"
-    configs = ", ".join(Path(f).name for f in first.get("config", {}).get("config_files", []))
-    fixed = ", ".join(f"{k} {format_value(v)}" for k, v in described.items())
-    n_cases = {r.get("n_val_cases") for r in results if r.get("status") == "ok"}
-    notes = [
-        f"Bold: the best mean Dice. Dice and IoU: per-case means over the validation split "
-        f"(n = {'/'.join(str(n) for n in sorted(n_cases)) or '?'}) on the scans' own grids "
-        "after the inference post-processing; liver = label >= 1, tumour = label 2 (both "
-        "empty scores 1). Train (s): wall time of the training process (start-up and data "
-        "caching included); s / epoch: training clock of metrics.csv (validation included); "
-        "peak memory: largest resident set of the training process.",
-        "",
-        f"Fixed settings: configs {configs or '?'}; data {data}; {fixed}.",
-        "",
-        f"Machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()}), "
-        f"torch {torch.__version__}, device {first.get('device', '?')}, "
-        f"Python {platform.python_version()}.",
-    ]
-    failed = [r for r in results if r.get("status") != "ok"]
-    if failed:
-        notes += ["", "Failed points:", ""]
-        notes += [f"- `{r['point']}`: {r.get('error', '')}" for r in failed]
-    return notes
-
-
 # ---- the sweep -------------------------------------------------------------------------------
 def _finished(result_path: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
     """The stored result when it succeeded with exactly this configuration, else None."""
@@ -623,7 +398,8 @@ def run_sweep(settings: SweepSettings, log: Any = print) -> list[dict[str, Any]]
             log(f"[{number}/{len(points)}] {point_dir.name}: training ...")
             results.append(_json_safe(run_point(settings, values, point_dir)))
             r = results[-1]
-            dice, seconds = _cell(r.get("mean_dice"), 3), _cell(r.get("train_seconds"), 0)
+            dice = format_cell(r.get("mean_dice"), 3)
+            seconds = format_cell(r.get("train_seconds"), 0)
             log(
                 f"    mean Dice {dice}, {seconds} s"
                 if r["status"] == "ok"

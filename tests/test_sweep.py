@@ -9,19 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.sweep import (
+from pipeline.sweep import main, run_measured
+from pipeline.sweep_grid import (
     GridSpecError,
     grid_points,
-    main,
-    markdown_table,
     parse_grid,
     parse_settings,
     parse_value,
     point_name,
-    run_measured,
     split_top_level,
-    write_tables,
 )
+from pipeline.sweep_tables import markdown_table, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
