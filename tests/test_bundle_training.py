@@ -206,19 +206,23 @@ def test_time_limit_stops_at_the_end_of_an_epoch(tmp_path):
     assert (tmp_path / "run" / "models" / "model.pt").exists()
 
 
-def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
-    _workflow(tmp_path).run()
-    configs = [*QUICK, str(CONFIGS / "evaluate.yaml")]
+def _run_evaluate_config(tmp: Path, run_id: str, **extra) -> None:
+    """Run ``run_id`` of evaluate.yaml on the quick model trained under ``tmp``."""
     workflow = ConfigWorkflow(
-        config_file=configs,
+        config_file=[*QUICK, str(CONFIGS / "evaluate.yaml")],
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=False,
         workflow_type=None,
-        run_id="evaluating",
-        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval")),
+        run_id=run_id,
+        **_overrides(tmp, eval_dir=str(tmp / "eval"), **extra),
     )
     workflow.initialize()
     workflow.run()
+
+
+def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
+    _workflow(tmp_path).run()
+    _run_evaluate_config(tmp_path, "evaluating")
     summary = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
     # The quick data set has no test split: its one validation case is scored instead.
     assert summary["n_cases"] == 1 and summary["n_failed"] == 0
@@ -234,16 +238,7 @@ def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
     assert (tmp_path / "eval" / "report" / "report.html").stat().st_size > 10_000
     # Reusing the masks (as the demo does after `run inference`) scores them unchanged.
     written = mask.stat().st_mtime_ns
-    again = ConfigWorkflow(
-        config_file=configs,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id="evaluating",
-        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval"), reuse_predictions=True),
-    )
-    again.initialize()
-    again.run()
+    _run_evaluate_config(tmp_path, "evaluating", reuse_predictions=True)
     assert mask.stat().st_mtime_ns == written
     rescored = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
     assert rescored["liver"]["dice"]["mean"] == summary["liver"]["dice"]["mean"]
@@ -251,16 +246,7 @@ def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
 
 def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path):
     _workflow(tmp_path).run()
-    workflow = ConfigWorkflow(
-        config_file=[*QUICK, str(CONFIGS / "evaluate.yaml")],
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id="tuning",
-        **_overrides(tmp_path, eval_dir=str(tmp_path / "eval")),
-    )
-    workflow.initialize()
-    workflow.run()
+    _run_evaluate_config(tmp_path, "tuning")
     tuning = tmp_path / "eval" / "postprocess_tuning"
     result = json.loads((tuning / "postprocess.json").read_text())
     validation = json.loads((tuning / "cases.json").read_text())["test"]
