@@ -69,6 +69,7 @@ def segment_records(
         The predictions folder and the finished :class:`~pipeline.folder_run.FolderRun`.
     """
     out = Path(out_dir)
+    # A datalist's "test" entries are what a folder run segments, whatever split they are.
     cases_file = write_json({"test": [dict(r) for r in records]}, out / "cases.json")
     predictor = build_predictor(ckpt, [CONFIG_DIR / "inference.yaml"], **dict(predictor_settings))
     predictions = out / "predictions"

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipeline import TUMOUR
 from pipeline.evaluation import load_pair
+from pipeline.evaluation_run import segment_records
 from pipeline.io import write_json
 from pipeline.metrics import dice_score
 from pipeline.pairing import pairs_from_datalist
@@ -113,8 +114,6 @@ def tune_min_tumour_size(
     Raises:
         ValueError: the data set has no validation split.
     """
-    from pipeline.evaluation_run import segment_records
-
     records = list(datalist.get("validation") or [])
     if not records:
         raise ValueError("the data set has no validation split to tune post-processing on")
