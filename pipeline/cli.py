@@ -155,6 +155,22 @@ def _sim2real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visibility(args: argparse.Namespace) -> int:
+    from pipeline.data.detectability import write_visibility
+
+    out = args.out or f"{args.report}/lesion_visibility.json"
+    summary = write_visibility(args.report, args.data, out)
+    print(f"reference lesions >= {summary['min_diameter_mm']:g} mm: {summary['n_lesions']}")
+    print(f"{'size':<9} {'CNR':<5} {'n':>3} {'found':>5}  recall (IoU > 0.5)")
+    for row in summary["bins"]:
+        print(
+            f"{row['size']:<9} {row['cnr']:<5} {row['n']:>3} {row['detected']:>5}  "
+            f"{row['recall']:.2f}"
+        )
+    print(f"per lesion: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``liver-tumor`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="liver-tumor", description=__doc__.splitlines()[0])
@@ -248,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlay", nargs="*", help="configs stacked on inference.yaml, e.g. demo.yaml"
     )
     sim2real.set_defaults(func=_sim2real)
+
+    visibility = sub.add_parser(
+        "visibility",
+        help="recall of synthetic lesions by size and contrast-to-noise ratio (phantoms.json)",
+    )
+    visibility.add_argument("--report", required=True, help="evaluation report folder")
+    visibility.add_argument("--data", required=True, help="the synthetic data set it scored")
+    visibility.add_argument(
+        "--out", default=None, help="JSON to write (default REPORT/lesion_visibility.json)"
+    )
+    visibility.set_defaults(func=_visibility)
 
     # The sweep parses its own options (pipeline/sweep.py); main() hands them over.
     sweep = sub.add_parser(
