@@ -71,7 +71,9 @@ python -m monai.bundle run evaluating \
 
 echo "[demo] 6/6 quality bars"
 # Which test lesions of 10 mm or more were found, by size and contrast-to-noise ratio.
-liver-tumor visibility --report "$DEMO_DIR/eval/report" --data "$DATA"
+# Informative only: a failure here must not keep the bars from being recorded.
+liver-tumor visibility --report "$DEMO_DIR/eval/report" --data "$DATA" \
+  || echo "[demo] the lesion visibility table could not be made (see the error above)" >&2
 SECONDS_USED=$(( $(date +%s) - START ))
 RECORD_ARGS=()
 if [ "$RECORD" = 1 ]; then
