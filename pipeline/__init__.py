@@ -11,11 +11,11 @@ BACKGROUND, LIVER, TUMOUR = 0, 1, 2
 """Label values shared by every module (LiTS / MSD Task03 convention)."""
 
 
-def predict(*args, **kwargs):  # noqa: D103 - documented in pipeline.api.predict
+def predict(*args, **kwargs):  # noqa: D103 - documented in pipeline.inference.api.predict
     # Imported on first use: ``import pipeline`` stays light (no torch, no MONAI).
-    from pipeline.api import predict as _predict
+    from pipeline.inference.api import predict as _predict
 
     return _predict(*args, **kwargs)
 
 
-predict.__doc__ = "Segment one CT scan; see :func:`pipeline.api.predict`."
+predict.__doc__ = "Segment one CT scan; see :func:`pipeline.inference.api.predict`."

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from pipeline.data.synth_dataset import write_synthetic_dataset
+    from pipeline.data.synth.dataset import write_synthetic_dataset
 
     options = {}
     if args.phase:
@@ -63,9 +63,9 @@ def _merge_maps(maps: Sequence[dict[int, int]] | None) -> dict[int, int] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import PairingError, evaluate_pairs, pair_cases
-    from pipeline.report import collect_provenance
-    from pipeline.report_pages import format_class_table
+    from pipeline.evaluation.report.model import collect_provenance
+    from pipeline.evaluation.report.pages import format_class_table
+    from pipeline.evaluation.scoring import PairingError, evaluate_pairs, pair_cases
 
     try:
         pairs = pair_cases(args.pred, args.ref, args.images, allow_missing=args.allow_missing)
@@ -105,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.report import build_report
+    from pipeline.evaluation.report.writer import build_report
 
     run_dir = Path(args.run_dir)
     # A report folder itself, or a run folder holding report folders one or two levels down.
@@ -128,7 +128,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from pipeline.quality import format_bars, record_results
+    from pipeline.workflows.model_card import format_bars, record_results
 
     run = dict(item.split("=", 1) for item in args.run or [])
     bars = record_results(args.report, args.metadata, args.card, run)
@@ -137,15 +137,18 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from pipeline.sweep import main as sweep_main
+    from pipeline.workflows.sweep import main as sweep_main
 
     return sweep_main(args.argv[1:], prog="liver-tumor sweep")
 
 
 def _sim2real(args: argparse.Namespace) -> int:
-    from pipeline.sim2real import run_sim2real
+    from pathlib import Path
 
-    record = run_sim2real(args.ckpt, args.out, args.overlay or [])
+    from pipeline.workflows.sim2real import default_cases, run_sim2real
+
+    cases = default_cases(Path(args.real_ct))
+    record = run_sim2real(args.ckpt, args.out, args.overlay or [], cases=cases)
     for case in record["cases"]:
         print(
             f"{case['case']}: liver Dice {case['liver_dice']:.3f}, "
@@ -156,7 +159,7 @@ def _sim2real(args: argparse.Namespace) -> int:
 
 
 def _visibility(args: argparse.Namespace) -> int:
-    from pipeline.data.detectability import write_visibility
+    from pipeline.evaluation.detectability import write_visibility
 
     out = args.out or f"{args.report}/lesion_visibility.json"
     summary = write_visibility(args.report, args.data, out)
@@ -263,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim2real.add_argument(
         "--overlay", nargs="*", help="configs stacked on inference.yaml, e.g. demo.yaml"
     )
+    sim2real.add_argument(
+        "--real-ct",
+        default="../shared/data/real_ct",
+        help="folder of the real CTs with liver labels (default: ../shared/data/real_ct, "
+        "beside the repository root)",
+    )
     sim2real.set_defaults(func=_sim2real)
 
     visibility = sub.add_parser(
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     visibility.set_defaults(func=_visibility)
 
-    # The sweep parses its own options (pipeline/sweep.py); main() hands them over.
+    # The sweep parses its own options (pipeline/workflows/sweep.py); main() hands them over.
     sweep = sub.add_parser(
         "sweep", add_help=False,
         help="hyper-parameter sweep, one training per grid point (liver-tumor sweep --help)",

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.api import CONFIG_DIR, build_predictor
-from pipeline.data.synthetic import PhantomConfig, generate_phantom
-from pipeline.folder_run import FolderRun
+from pipeline.bundle import config_file
+from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
+from pipeline.inference.api import build_predictor
+from pipeline.inference.folder_run import FolderRun
 from pipeline.io import save_nifti
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     phantom = generate_phantom(11, PhantomConfig(shape=tuple(args.shape), spacing=(0.8, 0.8, 2.0)))
     predictor = build_predictor(
-        args.ckpt, [CONFIG_DIR / "inference.yaml", *args.overlay], progress=False
+        args.ckpt, [config_file("inference.yaml"), *args.overlay], progress=False
     )
     runs = []
     with tempfile.TemporaryDirectory() as folder:

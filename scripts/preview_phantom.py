@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 
-from pipeline.data.synthetic import PhantomConfig, generate_phantom
+from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 
 
 def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, tuple, str]:

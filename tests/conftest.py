@@ -20,7 +20,7 @@ def real_ct_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_lits(tmp_path_factory) -> Path:
     """Five 32^3 synthetic cases in the LiTS layout."""
-    from pipeline.data.synth_dataset import write_synthetic_dataset
+    from pipeline.data.synth.dataset import write_synthetic_dataset
 
     out = tmp_path_factory.mktemp("lits")
     write_synthetic_dataset(

@@ -146,7 +146,7 @@ def test_network_data_format_matches_the_labels() -> None:
 
 def test_eval_metrics_are_empty_or_what_liver_tumor_record_writes() -> None:
     """`eval_metrics` is written by `liver-tumor record` from a real run, never by hand."""
-    from pipeline.quality import eval_metrics
+    from pipeline.workflows.model_card import eval_metrics
 
     metrics = dict(_load(META)["eval_metrics"])
     if not metrics:

@@ -1,1 +1,3 @@
-"""Data: synthetic CT phantoms, dataset discovery and splits."""
+"""Data: finding a user's data set and splitting it (``datalist``), and the synthetic CT
+phantoms the project makes when there is none (``synth/``).
+"""

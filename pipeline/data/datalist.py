@@ -16,7 +16,7 @@ Recognised, in this order:
 
 Every case is a dict ``{"case", "image", "label"?}`` with absolute paths. Label values
 other than the LiTS ones (e.g. TotalSegmentator's 5 = liver) are handled by
-``label_map`` and :class:`pipeline.transforms.RemapLabelsd`.
+``label_map`` and :class:`pipeline.transforms.labels.RemapLabelsd`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from pipeline.names import NIFTI_SUFFIXES, natural_key, strip_nifti_suffix
+
 _LABEL_TAGS = ("_seg", "_label", "_labels", "_mask", "_gt")
 
 
@@ -90,20 +91,9 @@ class DiscoveredDataset:
 
 
 def _shuffled(cases: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    ordered = sorted(cases, key=lambda c: _natural_key(c["case"]))
+    ordered = sorted(cases, key=lambda c: natural_key(c["case"]))
     permutation = np.random.default_rng(seed).permutation(len(ordered))
     return [ordered[i] for i in permutation]
-
-
-def _natural_key(name: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _strip_nifti(name: str) -> str | None:
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return None
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -111,9 +101,9 @@ def _nifti_files(folder: Path) -> list[Path]:
         (
             p
             for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and _strip_nifti(p.name) is not None
+            if p.is_file() and not p.name.startswith(".") and strip_nifti_suffix(p.name) is not None
         ),
-        key=lambda p: _natural_key(p.name),
+        key=lambda p: natural_key(p.name),
     )
 
 
@@ -205,7 +195,7 @@ def _from_datalist(path: Path, label_map: dict[int, int] | None) -> DiscoveredDa
 
 
 def _case_name(path: Path) -> str:
-    return _strip_nifti(path.name) or path.name
+    return strip_nifti_suffix(path.name) or path.name
 
 
 def _find_datalist(root: Path, require_labels: bool) -> DiscoveredDataset | None:

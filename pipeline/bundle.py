@@ -1,0 +1,67 @@
+"""Where the bundle's configs are, and the bundle root a config run writes under.
+
+The package never walks up from its own file into a checkout. The configs come, in
+this order, from ``$LIVER_TUMOR_CONFIGS``, from ``bundles/liver_tumor/configs`` under the
+current folder (a checkout), or from the copy installed with the package
+(``pipeline.bundle_configs``, mapped from the bundle in ``setup.cfg``).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+CONFIGS_ENV = "LIVER_TUMOR_CONFIGS"
+CHECKOUT_CONFIGS = Path("bundles") / "liver_tumor" / "configs"
+
+
+def config_dir() -> Path:
+    """The folder holding ``train.yaml``, ``inference.yaml`` and the overlays."""
+    if os.environ.get(CONFIGS_ENV):
+        return Path(os.environ[CONFIGS_ENV]).resolve()
+    if (Path.cwd() / CHECKOUT_CONFIGS / "inference.yaml").is_file():
+        return (Path.cwd() / CHECKOUT_CONFIGS).resolve()
+    try:
+        return Path(str(resources.files("pipeline.bundle_configs")))
+    except ModuleNotFoundError:  # an editable install maps no configs into the package
+        raise FileNotFoundError(
+            f"no bundle configs found: run from the repository root (it holds "
+            f"{CHECKOUT_CONFIGS}) or set {CONFIGS_ENV} to the configs folder"
+        ) from None
+
+
+def config_file(name: str) -> Path:
+    """A config of the bundle by file name, e.g. ``config_file("inference.yaml")``."""
+    return config_dir() / name
+
+
+def _config_files_in(argv: Sequence[str]) -> list[str]:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config_file"):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            else:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+            if value.startswith("["):
+                return [str(f) for f in ast.literal_eval(value)]
+            return [value] if value else []
+    return []
+
+
+def bundle_root_from_command_line(argv: Sequence[str] | None = None) -> str:
+    """The bundle root of a ``python -m monai.bundle run ... --config_file F`` command.
+
+    MONAI takes the first config file's folder as the config root (for metadata.json and
+    logging.conf) but does not give the config its bundle root; this reads the same
+    command-line argument: the parent of the first file's ``configs`` folder. Without a
+    config file on the command line (a notebook, a test) it is the current folder.
+    """
+    files = _config_files_in(list(sys.argv if argv is None else argv))
+    if not files:
+        return str(Path.cwd())
+    folder = Path(files[0]).resolve().parent
+    return str(folder.parent if folder.name == "configs" else folder)

@@ -1,0 +1,250 @@
+"""Segment every scan of a folder on an Ignite engine, surviving bad scans.
+
+One engine iteration is one scan: predict, save the mask beside its quantification, and
+record the stage times. A scan that fails (unreadable, truncated, 2D, 4D, NaN, broken
+spacing, empty DICOM folder...) is written to ``failures.csv`` with its reason and the run
+goes on. Every file is written atomically (temporary name, then rename), so a stopped run
+leaves no half-written mask, and a re-run skips the finished cases unless ``overwrite``.
+
+Outputs in ``output_dir``:
+
+* ``<case>_seg.nii.gz``: uint8 labels on the scan's grid (a NIfTI scan's own header);
+* ``<case>.json``: quantification, stage times, checkpoint SHA-256 and settings;
+* ``quantification.csv``: one row per segmented case;
+* ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
+* ``run.json``: what was run, on what, with which checkpoint, and the counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+from tqdm.auto import tqdm
+
+from pipeline import __version__
+from pipeline.checkpoints import sha256_of
+from pipeline.inference.predictor import STAGES, ScanPredictor
+from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_row, quantify
+from pipeline.inference.scans import OUTPUT_SUFFIX, Scan, find_scans
+from pipeline.io import atomic_path, save_label_map_like, save_nifti, write_json
+
+logger = logging.getLogger(__name__)
+
+TIMING_COLUMNS = ("case", *STAGES, "quantify", "save", "total")
+FAILURE_COLUMNS = ("case", "input", "error")
+
+
+@dataclass
+class RunSummary:
+    """Counts of a folder run and where its tables are."""
+
+    output_dir: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no scan failed."""
+        return not self.failed
+
+
+def mask_path(output_dir: Path, case: str) -> Path:
+    """Where the mask of ``case`` goes."""
+    return output_dir / f"{case}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class FolderRun:
+    """Segment the scans of ``input_path`` into ``output_dir``.
+
+    Args:
+        predictor: the configured one-scan pipeline.
+        input_path: folder, NIfTI file, DICOM series folder or datalist JSON.
+        output_dir: where masks and tables go (created).
+        checkpoint: the weights' file, recorded with its SHA-256.
+        settings: the configuration worth recording with every case (JSON-able).
+        overwrite: redo cases whose mask and JSON already exist.
+        save_probabilities: also write ``<case>_prob.nii.gz`` (X, Y, Z, 3 float32).
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        predictor: ScanPredictor,
+        input_path: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        checkpoint: str | os.PathLike | None = None,
+        settings: dict[str, Any] | None = None,
+        overwrite: bool = False,
+        save_probabilities: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if not input_path:
+            raise ValueError("no input: pass --input_dir FOLDER (NIfTI files or DICOM series)")
+        if not output_dir:
+            raise ValueError("no output folder: pass --output_dir FOLDER")
+        self.predictor = predictor
+        self.input_path = Path(input_path)
+        self.output_dir = Path(output_dir)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.settings = settings or {}
+        self.overwrite = bool(overwrite)
+        self.save_probabilities = bool(save_probabilities)
+        self.progress = progress
+        self._checkpoint_sha256: str | None = None
+
+    # ---- one scan -------------------------------------------------------------------------
+    def _finished(self, scan: Scan) -> bool:
+        return (
+            mask_path(self.output_dir, scan.case).exists()
+            and (self.output_dir / f"{scan.case}.json").exists()
+        )
+
+    def _segment(self, scan: Scan) -> dict[str, Any]:
+        start = time.perf_counter()
+        prediction = self.predictor.predict(scan)
+        seconds = prediction.seconds
+        quantify_start = time.perf_counter()
+        quantification = quantify(prediction.labels, prediction.affine)
+        seconds["quantify"] = time.perf_counter() - quantify_start
+        save_start = time.perf_counter()
+        out = mask_path(self.output_dir, scan.case)
+        if scan.kind == "nifti":
+            save_label_map_like(prediction.labels, scan.path, out)
+        else:  # a DICOM series: its grid as ITK read it, in RAS
+            save_nifti(prediction.labels, prediction.affine, out)
+        if prediction.probabilities is not None:
+            save_nifti(
+                np.moveaxis(prediction.probabilities, 0, -1).astype(np.float32),
+                prediction.affine,
+                self.output_dir / f"{scan.case}_prob.nii.gz",
+            )
+        seconds["save"] = time.perf_counter() - save_start
+        seconds["total"] = time.perf_counter() - start
+        record = {
+            "case": scan.case,
+            "input": str(scan.path),
+            "input_kind": scan.kind,
+            "mask": str(out),
+            "shape": list(prediction.labels.shape),
+            "affine": np.round(prediction.affine, 6).tolist(),
+            "quantification": quantification,
+            "seconds": {k: round(v, 4) for k, v in seconds.items()},
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint_sha256": self._checkpoint_sha256,
+            "settings": self.settings,
+            "pipeline_version": __version__,
+        }
+        # The JSON goes last: its presence marks the case as finished.
+        write_json(record, self.output_dir / f"{scan.case}.json")
+        return record
+
+    def _process(self, engine: Engine, scan: Scan) -> dict[str, Any]:
+        state = engine.state
+        if not self.overwrite and self._finished(scan):
+            state.summary.skipped.append(scan.case)
+            return {"case": scan.case, "status": "skipped"}
+        try:
+            record = self._segment(scan)
+        except Exception as err:  # one bad scan must not end the run: record and go on
+            message = f"{type(err).__name__}: {err}".replace("\n", " ")
+            logger.error("%s failed: %s", scan.path, message)
+            state.summary.failed.append(
+                {"case": scan.case, "input": str(scan.path), "error": message}
+            )
+            return {"case": scan.case, "status": "failed"}
+        state.summary.done.append(scan.case)
+        logger.info(
+            "%s: liver %.0f mL, %d tumour(s), %.1f s",
+            scan.case,
+            record["quantification"]["liver_volume_ml"],
+            record["quantification"]["n_tumours"],
+            record["seconds"]["total"],
+        )
+        return {"case": scan.case, "status": "done"}
+
+    # ---- the run ----------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        """Segment every scan, then write the tables; returns the counts."""
+        scans = find_scans(self.input_path)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            self._checkpoint_sha256 = sha256_of(self.checkpoint)
+        engine = Engine(self._process)
+        engine.state.summary = RunSummary(self.output_dir)
+        if self.progress:
+            bar = tqdm(total=len(scans), desc="inference", unit="scan")
+            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
+            engine.add_event_handler(Events.COMPLETED, lambda _: bar.close())
+        engine.add_event_handler(Events.COMPLETED, lambda e: self._write_tables(scans, e))
+        engine.run(scans, max_epochs=1, epoch_length=len(scans))
+        return engine.state.summary
+
+    def _write_tables(self, scans: list[Scan], engine: Engine) -> None:
+        summary: RunSummary = engine.state.summary
+        records = []
+        for scan in scans:  # finished earlier or now: the tables cover the whole folder
+            path = self.output_dir / f"{scan.case}.json"
+            if scan.case not in {f["case"] for f in summary.failed} and path.exists():
+                records.append(json.loads(path.read_text()))
+        _write_csv(
+            self.output_dir / "quantification.csv",
+            QUANTIFICATION_COLUMNS,
+            [quantification_row(r["case"], r["quantification"]) for r in records],
+        )
+        _write_csv(
+            self.output_dir / "timings.csv",
+            TIMING_COLUMNS,
+            [{"case": r["case"], **r["seconds"]} for r in records],
+        )
+        _write_csv(self.output_dir / "failures.csv", FAILURE_COLUMNS, summary.failed)
+        write_json(
+            {
+                "input": str(self.input_path),
+                "output_dir": str(self.output_dir),
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "checkpoint_sha256": self._checkpoint_sha256,
+                "settings": self.settings,
+                "n_scans": len(scans),
+                "done": summary.done,
+                "skipped": summary.skipped,
+                "failed": summary.failed,
+                "pipeline_version": __version__,
+            },
+            self.output_dir / "run.json",
+        )
+
+    def __call__(self) -> RunSummary:
+        """Run, print where the results are, and exit non-zero when a scan failed.
+
+        This is what ``python -m monai.bundle run inference`` executes.
+        """
+        summary = self.run()
+        print(
+            f"inference: {len(summary.done)} segmented, {len(summary.skipped)} already done, "
+            f"{len(summary.failed)} failed -> {self.output_dir}"
+        )
+        if summary.failed:
+            for failure in summary.failed:
+                print(f"  FAILED {failure['input']}: {failure['error']}")
+            raise SystemExit(
+                f"{len(summary.failed)} scan(s) failed; see {self.output_dir / 'failures.csv'}"
+            )
+        return summary

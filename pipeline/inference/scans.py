@@ -1,0 +1,237 @@
+"""Find the scans of an inference run and check that each one is a usable CT volume.
+
+Inference takes a folder of NIfTI files and / or sub-folders that each hold one DICOM
+series, a single file or series folder, or a datalist JSON. Finding scans never opens
+them: a broken scan must not stop the others, so problems surface per scan, when it is
+loaded and checked by :func:`check_ct_volume`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from pipeline.data.datalist import (
+    DatasetLayoutError,
+    discover_dataset,
+    is_dicom_file,
+    is_dicom_folder,
+)
+from pipeline.names import strip_nifti_suffix
+
+OUTPUT_SUFFIX = "_seg"
+"""Masks are written as ``<case>_seg.nii.gz``; such files are never taken as input."""
+
+# Layouts whose folders mix images and label maps; the plain listing would take both.
+_LABELLED_LAYOUTS = ("datalist", "lits", "msd", "kaggle", "images_labels")
+
+
+class InvalidScanError(ValueError):
+    """A scan that cannot be segmented; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One scan to segment.
+
+    Attributes:
+        case: the name outputs are written under (file name without extension, or the
+            DICOM folder's name).
+        path: the NIfTI file or the DICOM series folder.
+        kind: "nifti" or "dicom".
+    """
+
+    case: str
+    path: Path
+    kind: str
+
+
+def _from_datalist(path: Path) -> list[Scan]:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InvalidScanError(f"{path}: not a readable datalist JSON ({err})") from err
+    if isinstance(content, list):
+        records = content
+    else:
+        # The held-out test split when there is one, otherwise every listed case.
+        keys = (
+            ["test"]
+            if content.get("test")
+            else [k for k, v in content.items() if isinstance(v, list)]
+        )
+        records = [record for key in keys for record in content[key]]
+    scans = []
+    for record in records:
+        image = record["image"] if isinstance(record, dict) else record
+        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
+        scans.append(_scan_of(image_path))
+    return scans
+
+
+def _scan_of(path: Path) -> Scan:
+    if path.is_dir():
+        return Scan(path.name, path, "dicom")
+    case = strip_nifti_suffix(path.name)
+    return Scan(case if case is not None else path.stem, path, "nifti")
+
+
+def _dataset_images(folder: Path) -> list[str] | None:
+    """The images of a dataset folder with labels beside them (LiTS, MSD, Kaggle ...).
+
+    Pointing inference at a training-style folder must not segment its label maps.
+    """
+    try:
+        found = discover_dataset(folder, require_labels=False)
+    except (DatasetLayoutError, OSError):
+        return None
+    if found.layout not in _LABELLED_LAYOUTS:
+        return None
+    return [case["image"] for case in found.cases]
+
+
+def find_scans(source: str | Path) -> list[Scan]:
+    """List the scans under ``source``, sorted by case name.
+
+    Args:
+        source: a NIfTI file, a DICOM series folder, a datalist JSON, or a folder of
+            NIfTI files and DICOM series sub-folders (one series per sub-folder; an empty
+            or non-DICOM sub-folder is listed too, and fails when it is loaded, so the run
+            reports it).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        InvalidScanError: ``source`` holds nothing that could be a scan, or two scans
+            would write the same output name.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"input {source} does not exist")
+    if source.is_file():
+        scans = _from_datalist(source) if source.suffix == ".json" else [_scan_of(source)]
+    elif is_dicom_folder(source):
+        scans = [Scan(source.name, source, "dicom")]
+    elif (images := _dataset_images(source)) is not None:
+        scans = [_scan_of(Path(image)) for image in images]
+    else:
+        scans = []
+        for entry in sorted(source.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            case = strip_nifti_suffix(entry.name)
+            if entry.is_dir():
+                scans.append(Scan(entry.name, entry, "dicom"))
+            elif case is not None and not case.endswith(OUTPUT_SUFFIX):
+                scans.append(Scan(case, entry, "nifti"))
+    if not scans:
+        raise InvalidScanError(
+            f"{source}: no scans found (expected .nii / .nii.gz files, DICOM series "
+            "sub-folders, or a datalist .json)"
+        )
+    seen: dict[str, Path] = {}
+    for scan in scans:
+        if scan.case in seen:
+            raise InvalidScanError(
+                f"{scan.path} and {seen[scan.case]} would both be written as "
+                f"{scan.case}{OUTPUT_SUFFIX}.nii.gz: rename one"
+            )
+        seen[scan.case] = scan.path
+    return sorted(scans, key=lambda s: s.case)
+
+
+def check_dicom_folder(path: Path) -> None:
+    """Fail early, with a clear reason, on a folder that holds no DICOM file."""
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if not files:
+        raise InvalidScanError(f"{path}: empty folder, no DICOM series to read")
+    if not any(is_dicom_file(p) for p in files[:50]):
+        raise InvalidScanError(f"{path}: no DICOM file among its {len(files)} files")
+
+
+def check_nifti_header(path: Path) -> None:
+    """Refuse a NIfTI whose voxel sizes are zero or negative where its grid uses them.
+
+    Without an sform, the grid is built from ``pixdim``; nibabel then silently replaces a
+    zero voxel size by 1 mm, which would give plausible-looking but wrong volumes.
+    """
+    try:
+        header = nib.load(str(path)).header
+        # nibabel "fixes" zero pixdim while loading; the raw header bytes tell the truth.
+        zooms = _raw_pixdim(path, header.endianness)
+    except Exception as err:  # nibabel raises several types for unreadable files
+        raise InvalidScanError(f"{path}: unreadable NIfTI ({describe_error(err)})") from err
+    if int(header["sform_code"]) == 0 and min(zooms) <= 0:
+        raise InvalidScanError(
+            f"{path}: voxel spacing {zooms} mm in the header is not positive (and no sform)"
+        )
+
+
+def _raw_pixdim(path: Path, endianness: str) -> list[float]:
+    """pixdim[1:4] as stored in a NIfTI-1/2 file (byte offsets of the two standards)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read(540)
+    size = int(np.frombuffer(raw[:4], dtype=f"{endianness}i4")[0])
+    offset, dtype = (76, "f4") if size == 348 else (104, "f8")  # NIfTI-1 or NIfTI-2
+    values = np.frombuffer(raw[offset : offset + 4 * int(dtype[1])], dtype=f"{endianness}{dtype}")
+    return [float(v) for v in values[1:4]]
+
+
+def describe_error(err: BaseException) -> str:
+    """The innermost cause of ``err`` (MONAI wraps reader errors), readable."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = f"{type(err).__name__}: {err}".strip()
+    if isinstance(err, EOFError) or "end-of-stream" in text or "truncated" in text.lower():
+        text += " (truncated file?)"
+    return text
+
+
+def check_ct_volume(image: Any, source: str | Path) -> None:
+    """Reject what cannot be a CT volume, naming ``source`` and the problem.
+
+    Checks, on a loaded channel-first image (``EnsureChannelFirst`` output): one channel
+    and three spatial dimensions (2D images and 4D series are refused), every voxel
+    finite, and an affine with positive, finite voxel sizes.
+
+    Args:
+        image: MetaTensor or array of shape (C, X, Y, Z), with ``.affine`` when available.
+        source: the file or folder it came from, for the message.
+
+    Raises:
+        InvalidScanError: the first problem found.
+    """
+    shape = tuple(image.shape)
+    if len(shape) != 4:
+        raise InvalidScanError(
+            f"{source}: {len(shape) - 1}D image of shape {shape[1:]}, expected a 3D CT volume"
+        )
+    if shape[0] != 1:
+        raise InvalidScanError(
+            f"{source}: {shape[0]} channels or time points (4D shape {shape[1:]} x {shape[0]}), "
+            "expected one 3D CT volume"
+        )
+    if min(shape[1:]) < 2:
+        raise InvalidScanError(f"{source}: volume of shape {shape[1:]} is a single slice")
+    data = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
+    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+        bad = int((~torch.isfinite(data)).sum())
+        raise InvalidScanError(f"{source}: {bad} voxels are NaN or infinite")
+    affine = getattr(image, "affine", None)
+    if affine is not None:
+        matrix = np.asarray(affine, dtype=float)[:3, :3]
+        spacing = np.linalg.norm(matrix, axis=0)
+        if not np.all(np.isfinite(matrix)) or np.any(spacing <= 1e-6):
+            raise InvalidScanError(
+                f"{source}: voxel spacing {np.round(spacing, 4).tolist()} mm is not positive "
+                "(broken affine / pixdim in the header)"
+            )
+        if abs(np.linalg.det(matrix)) <= 1e-9:
+            raise InvalidScanError(f"{source}: degenerate affine (axes not independent)")

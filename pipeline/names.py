@@ -1,0 +1,29 @@
+"""File-name conventions shared by every stage: NIfTI suffixes and natural sorting.
+
+Discovery (``data.datalist``), inference (``inference.scans``) and evaluation
+(``evaluation.pairing``) all name cases after their files; they use these helpers so a
+case gets one name and one place in the order wherever it is listed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """``name`` without its NIfTI suffix (``.nii.gz`` or ``.nii``); None if it has neither."""
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``case2`` before ``case10`` (numbers compared as numbers).
+
+    Each part is tagged so that a number and a word never meet in one comparison.
+    """
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text)]

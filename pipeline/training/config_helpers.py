@@ -1,0 +1,127 @@
+"""Helpers the bundle configs call: paths, data lists, schedules, metric inputs.
+
+Each is more than one line of ``$`` Python, so it lives here rather than in YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.data.datalist import discover_dataset
+from pipeline.data.synth.dataset import write_synthetic_dataset
+
+
+def load_datalist(
+    dataset_dir: str | None,
+    synthetic_dir: str,
+    synthetic: dict[str, Any] | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    label_map: dict[int, int] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The training / validation / test split of the user's data or of the synthetic default.
+
+    Args:
+        dataset_dir: a folder or datalist JSON in any layout that discovery knows; None
+            (or empty) uses a synthetic dataset generated once into ``synthetic_dir``.
+        synthetic_dir: cache folder of the synthetic default dataset.
+        synthetic: options of :func:`write_synthetic_dataset` (n_cases, shape, seed...).
+        val_fraction: validation share for folders without a predefined split.
+        test_fraction: held-out test share for folders without a predefined split.
+        seed: seed of the split.
+        label_map: label remapping recorded with the dataset.
+    """
+    if not dataset_dir:
+        options = {"n_cases": 12, "shape": (96, 96, 64), "seed": 0, "val_fraction": val_fraction}
+        options.update(synthetic or {})
+        options["shape"] = tuple(options["shape"])
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        # One process generates the data; the others wait and then read the same files.
+        if not distributed or torch.distributed.get_rank() == 0:
+            dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
+        if distributed:
+            torch.distributed.barrier()
+            dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
+    found = discover_dataset(dataset_dir, require_labels=True, label_map=label_map)
+    split = found.split(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if not split["training"] or not split["validation"]:
+        raise ValueError(
+            f"{dataset_dir}: need at least one training and one validation case, found "
+            f"{len(split['training'])} and {len(split['validation'])}"
+        )
+    return split
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int = 0
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """An epoch-level learning-rate schedule.
+
+    Args:
+        optimizer: the optimizer to schedule.
+        name: "cosine" (to zero at the last epoch), "poly" (power 0.9, as nnU-Net),
+            "constant", or "plateau" (halve when the key metric stops improving).
+        epochs: total number of epochs.
+        warmup_epochs: linear warm-up epochs before the schedule.
+    """
+    total = max(int(epochs), 1)
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / (warmup_epochs + 1)
+        progress = min((epoch - warmup_epochs) / max(total - warmup_epochs, 1), 1.0)
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if name == "poly":
+            return (1 - progress) ** 0.9
+        return 1.0
+
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=5
+        )
+    if name not in ("cosine", "poly", "constant"):
+        raise ValueError(f"lr schedule must be cosine, poly, constant or plateau, got {name!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def liver_tumour_masks(
+    classes: Sequence[str] = ("liver", "tumour"),
+) -> Callable[[Any], tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """An ignite ``output_transform`` giving LiTS masks from one-hot predictions and labels.
+
+    LiTS scores the liver as label >= 1 (liver and tumour together) and the tumour as
+    label == 2, which one-hot channel 1 alone does not give. The returned function maps a
+    batch (list of dicts with one-hot "pred" and "label", 3 channels) to channel-stacked
+    masks in the order of ``classes``, ready for MONAI's MeanDice.
+    """
+    for name in classes:
+        if name not in ("liver", "tumour"):
+            raise ValueError(f"classes must be 'liver' and/or 'tumour', got {name!r}")
+
+    def masks(onehot: torch.Tensor) -> torch.Tensor:
+        parts = {"liver": onehot[1:2] + onehot[2:3], "tumour": onehot[2:3]}
+        return torch.cat([parts[name] for name in classes]).clamp(max=1)
+
+    def transform(batch: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        items = batch if isinstance(batch, list) else [batch]
+        return [masks(i["pred"]) for i in items], [masks(i["label"]) for i in items]
+
+    return transform
+
+
+def last_checkpoint(ckpt_dir: str) -> str | None:
+    """Path of the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, or None."""
+    found = []
+    for path in Path(ckpt_dir).glob("checkpoint_epoch=*.pt"):
+        match = re.search(r"epoch=(\d+)", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return str(max(found)[1]) if found else None

@@ -1,0 +1,6 @@
+"""Transforms MONAI lacks, each an array transform with its dictionary twin.
+
+Owns label remapping (``labels``), HU windows as input channels (``intensity``) and the
+post-processing of predicted label maps (``postprocess``). Depends only on the core
+modules and MONAI.
+"""

@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
+QUICK = [str(CONFIGS / "train.yaml"), str(CONFIGS / "quick.yaml")]
+
+
+def _overrides(tmp: Path, **extra) -> dict:
+    return {
+        "output_dir": str(tmp / "run"),
+        "ckpt_dir": str(tmp / "run" / "models"),
+        "synthetic_dir": str(tmp / "synthetic"),
+        **extra,
+    }
+
+
+def _workflow(tmp: Path, **extra) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=QUICK,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **_overrides(tmp, **extra),
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _run_training(tmp: Path, launcher: list[str], configs: list[str], *extra: str):
+    """Run ``monai.bundle run training`` in a subprocess with outputs under ``tmp``."""
+    args = [
+        *launcher,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(configs),
+        "--logging_file",
+        "False",
+        *extra,
+    ]
+    for key, value in _overrides(tmp).items():
+        args += [f"--{key}", value]
+    done = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _rows(tmp: Path) -> list[dict]:
+    with open(tmp / "run" / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quick_training_through_config_workflow(tmp_path):
+    workflow = _workflow(tmp_path)
+    assert workflow.check_properties() in (None, [])
+    workflow.run()
+    workflow.finalize()
+    rows = _rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("liver_dice", "tumour_dice", "mean_dice"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert float(row["mean_dice"]) == pytest.approx(
+            (float(row["liver_dice"]) + float(row["tumour_dice"])) / 2, abs=1e-5
+        )
+        assert float(row["loss"]) > 0
+    models = tmp_path / "run" / "models"
+    assert (models / "model.pt").exists()
+    assert (models / "checkpoint_epoch=2.pt").exists()
+    assert not (models / "checkpoint_epoch=1.pt").exists()  # only the newest is kept
+
+
+def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
+    first = _workflow(tmp_path, epochs=1)
+    first.run()
+    first.finalize()
+    saved = torch.load(tmp_path / "run" / "models" / "checkpoint_epoch=1.pt", weights_only=False)
+    state = saved["trainer"]  # ignite keeps iteration and epoch_length, not the epoch
+    assert state["iteration"] // state["epoch_length"] == 1
+    second = _workflow(tmp_path, epochs=2, resume=True)
+    trainer = second.parser.get_parsed_content("train#trainer")
+    started = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
+    optimizer = second.parser.get_parsed_content("optimizer")
+    second.run()
+    second.finalize()
+    assert started == [2], "resumed run must train epoch 2 only"
+    step = next(iter(optimizer.state.values()))["step"]
+    # AdamW's step count continued from the checkpoint instead of restarting at zero.
+    assert float(step) == pytest.approx(2 * state["epoch_length"])
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+
+
+def test_quick_training_from_the_command_line(tmp_path):
+    done = _run_training(tmp_path, [sys.executable], QUICK, "--epochs", "1")
+    assert "val_liver_dice" in done.stderr + done.stdout
+    assert len(_rows(tmp_path)) == 1
+
+
+def test_two_process_torchrun_on_cpu_only_rank0_writes(tmp_path):
+    configs = [
+        str(CONFIGS / "train.yaml"),
+        str(CONFIGS / "multi_gpu_train.yaml"),
+        str(CONFIGS / "quick.yaml"),
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _run_training(tmp_path, launcher, configs, "--synthetic#n_cases", "6", "--val_fraction", "0.34")
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+    # One process writes: two TensorBoardStatsHandlers and the epoch report, one checkpoint.
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 3
+    assert sorted(p.name for p in (tmp_path / "run" / "models").iterdir()) == [
+        "checkpoint_epoch=2.pt",
+        "model.pt",
+    ]
+
+
+def test_verify_net_in_out_offline(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        str(CONFIGS / "metadata.json"),
+        "--config_file",
+        str(QUICK),
+        "--logging_file",
+        "False",
+        "--synthetic_dir",
+        str(tmp_path / "unused"),
+    ]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data shape of network is verified with no error" in done.stdout + done.stderr
+
+
+def _one_case_datalist(tmp: Path) -> Path:
+    """A datalist whose only training case is also its validation case."""
+    from pipeline.data.synth.dataset import write_synthetic_dataset
+
+    source = write_synthetic_dataset(tmp / "one", n_cases=1, seed=7, shape=(48, 48, 40))
+    case = json.loads(Path(source).read_text())
+    records = [*case.get("training", []), *case.get("validation", []), *case.get("test", [])]
+    assert len(records) == 1
+    datalist = Path(source).parent / "overfit.json"  # paths are relative to the JSON
+    datalist.write_text(json.dumps({"training": records, "validation": records}))
+    return datalist
+
+
+def test_overfitting_one_case_reaches_liver_dice_above_0_8(tmp_path):
+    datalist = _one_case_datalist(tmp_path)
+    workflow = _workflow(
+        tmp_path,
+        dataset_dir=str(datalist),
+        epochs=150,
+        val_interval=50,
+        batch_size=1,
+        num_samples=2,
+        roi_size=[48, 48, 48],
+        learning_rate=0.01,
+        lr_schedule="constant",
+        crop_ratios=[1, 3, 1],
+    )
+    workflow.run()
+    workflow.finalize()
+    rows = _rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [50, 100, 150]
+    assert float(rows[-1]["liver_dice"]) > 0.8
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_early_stopping_ends_training_after_patience_validations(tmp_path):
+    # min_delta 1.0: no validation can count as better than the first one, so training
+    # stops after the first validation plus `patience` more.
+    workflow = _workflow(
+        tmp_path, epochs=6, val_interval=1, early_stop_patience=2, early_stop_min_delta=1.0
+    )
+    workflow.run()
+    workflow.finalize()
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2, 3]
+    assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 3
+
+
+def test_time_limit_stops_at_the_end_of_an_epoch(tmp_path):
+    # A budget of 0.06 s: the first epoch already overruns it, so training ends after it,
+    # validated and checkpointed, instead of running all five epochs.
+    workflow = _workflow(tmp_path, epochs=5, val_interval=1, time_limit_minutes=0.001)
+    workflow.run()
+    workflow.finalize()
+    assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1]
+    assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 1
+    assert (tmp_path / "run" / "models" / "model.pt").exists()
+
+
+def _run_evaluate_config(tmp: Path, run_id: str, **extra) -> None:
+    """Run ``run_id`` of evaluate.yaml on the quick model trained under ``tmp``."""
+    workflow = ConfigWorkflow(
+        config_file=[*QUICK, str(CONFIGS / "evaluate.yaml")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        **_overrides(tmp, eval_dir=str(tmp / "eval"), **extra),
+    )
+    workflow.initialize()
+    workflow.run()
+
+
+def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
+    _workflow(tmp_path).run()
+    _run_evaluate_config(tmp_path, "evaluating")
+    summary = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
+    # The quick data set has no test split: its one validation case is scored instead.
+    assert summary["n_cases"] == 1 and summary["n_failed"] == 0
+    with open(tmp_path / "eval" / "report" / "metrics_per_case.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert summary["liver"]["dice"]["mean"] == pytest.approx(float(row["liver_dice"]))
+    assert 0.0 < float(row["liver_dice"]) <= 1.0
+    mask = next((tmp_path / "eval" / "predictions").glob("*_seg.nii.gz"))
+    reference = json.loads((tmp_path / "eval" / "cases.json").read_text())["test"][0]
+    import nibabel as nib
+
+    assert nib.load(mask).shape == nib.load(reference["label"]).shape
+    assert (tmp_path / "eval" / "report" / "report.html").stat().st_size > 10_000
+    # Reusing the masks (as the demo does after `run inference`) scores them unchanged.
+    written = mask.stat().st_mtime_ns
+    _run_evaluate_config(tmp_path, "evaluating", reuse_predictions=True)
+    assert mask.stat().st_mtime_ns == written
+    rescored = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
+    assert rescored["liver"]["dice"]["mean"] == summary["liver"]["dice"]["mean"]
+
+
+def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path):
+    _workflow(tmp_path).run()
+    _run_evaluate_config(tmp_path, "tuning")
+    tuning = tmp_path / "eval" / "postprocess_tuning"
+    result = json.loads((tuning / "postprocess.json").read_text())
+    validation = json.loads((tuning / "cases.json").read_text())["test"]
+    assert result["split"] == "validation" and len(result["cases"]) == len(validation) == 1
+    sizes = [row["min_tumour_mm3"] for row in result["table"]]
+    assert sizes == [0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0]
+    best = max(row["tumour_dice_per_case"] for row in result["table"])
+    chosen = next(r for r in result["table"] if r["min_tumour_mm3"] == result["min_tumour_mm3"])
+    assert chosen["tumour_dice_per_case"] == best
+    # The masks were made with the size filter off, so that every size can be applied.
+    run = json.loads((tuning / "predictions" / "run.json").read_text())
+    assert run["settings"]["postprocess#min_tumour_mm3"] == "0.0"
