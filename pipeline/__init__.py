@@ -7,8 +7,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-BACKGROUND, LIVER, TUMOUR = 0, 1, 2
-"""Label values shared by every module (LiTS / MSD Task03 convention)."""
+from pipeline.labels import BACKGROUND, LIVER, TUMOUR
+
+__all__ = ["BACKGROUND", "LIVER", "TUMOUR", "__version__", "predict"]
 
 
 def predict(*args, **kwargs):  # noqa: D103 - documented in pipeline.inference.api.predict

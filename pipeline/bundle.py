@@ -25,13 +25,14 @@ def config_dir() -> Path:
         return Path(os.environ[CONFIGS_ENV]).resolve()
     if (Path.cwd() / CHECKOUT_CONFIGS / "inference.yaml").is_file():
         return (Path.cwd() / CHECKOUT_CONFIGS).resolve()
-    try:
-        return Path(str(resources.files("pipeline.bundle_configs")))
-    except ModuleNotFoundError:  # an editable install maps no configs into the package
-        raise FileNotFoundError(
-            f"no bundle configs found: run from the repository root (it holds "
-            f"{CHECKOUT_CONFIGS}) or set {CONFIGS_ENV} to the configs folder"
-        ) from None
+    installed = Path(str(resources.files("pipeline"))) / "bundle_configs"
+    if (installed / "inference.yaml").is_file():
+        return installed
+    # An editable install maps no configs into the package folder.
+    raise FileNotFoundError(
+        f"no bundle configs found: run from the repository root (it holds "
+        f"{CHECKOUT_CONFIGS}) or set {CONFIGS_ENV} to the configs folder"
+    )
 
 
 def config_file(name: str) -> Path:

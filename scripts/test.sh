@@ -5,4 +5,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$ROOT"
 ruff check .
+# The layer contract of pyproject.toml: lower layers never import upper ones, no cycles.
+lint-imports
 python -m pytest "$@"

@@ -14,8 +14,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from pipeline import TUMOUR
 from pipeline.evaluation.pairing import CasePair
+from pipeline.labels import TUMOUR
 
 AFFINE_TOLERANCE_MM = 1e-3
 """Largest difference between two affines' entries for them to describe one grid."""

@@ -63,7 +63,6 @@ from numpy.typing import ArrayLike
 from scipy import ndimage, stats
 from scipy.spatial import cKDTree
 
-from pipeline import LIVER, TUMOUR
 from pipeline.evaluation.lesions import (
     LesionDetection,
     bounding_box,
@@ -71,6 +70,7 @@ from pipeline.evaluation.lesions import (
     summarize_detection,
     validate_pair,
 )
+from pipeline.labels import LIVER, TUMOUR
 
 __all__ = [
     "CaseResult",

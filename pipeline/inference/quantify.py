@@ -27,8 +27,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from pipeline import LIVER, TUMOUR
 from pipeline.geometry import superior_voxel_axis
+from pipeline.labels import LIVER, TUMOUR
 
 __all__ = [
     "QUANTIFICATION_COLUMNS",

@@ -60,8 +60,8 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from pipeline import BACKGROUND, LIVER, TUMOUR
 from pipeline.geometry import superior_voxel_axis
+from pipeline.labels import BACKGROUND, LIVER, TUMOUR
 
 __all__ = [
     "PostprocessConfig",

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import TUMOUR
 from pipeline.evaluation.metrics import dice_score
 from pipeline.evaluation.pairing import pairs_from_datalist
 from pipeline.evaluation.scoring import load_pair
 from pipeline.io import write_json
+from pipeline.labels import TUMOUR
 from pipeline.transforms.postprocess import PostprocessConfig, postprocess_labels
 from pipeline.workflows.checkpoint_evaluation import segment_records
 

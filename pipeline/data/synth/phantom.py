@@ -21,7 +21,7 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
-from pipeline import LIVER, TUMOUR
+from pipeline.labels import LIVER, TUMOUR
 from pipeline.data.synth.anatomy import Anatomy, sample_anatomy
 from pipeline.data.synth.render import paint_tissue
 from pipeline.data.synth.shapes import Grid, SmoothField, ellipsoid_radius, random_rotation

@@ -26,8 +26,8 @@ from matplotlib.lines import Line2D
 from nibabel import orientations
 from scipy import ndimage
 
-from pipeline import LIVER, TUMOUR
 from pipeline.evaluation.lesions import LESION_STRUCTURE, bounding_box
+from pipeline.labels import LIVER, TUMOUR
 
 __all__ = [
     "CT_WINDOW",
