@@ -72,15 +72,15 @@ def _parser(*overlays: str) -> ConfigParser:
 
 
 def test_multi_window_overlay_replaces_the_intensity_step_and_sets_in_channels(tiny_lits):
-    # The overlay replaces deterministic_transforms#6 by position: train.yaml must keep its
-    # ScaleIntensityRanged there (this fails loudly when someone moves it).
+    # The overlay replaces the named `intensity` id, which the pre-processing references.
     base = _parser("quick.yaml")
-    assert base["deterministic_transforms"][6]["_target_"] == "ScaleIntensityRanged"
+    assert base["intensity"]["_target_"] == "ScaleIntensityRanged"
+    assert base["deterministic_transforms"].count("@intensity") == 1
     parser = _parser("quick.yaml", "multi_window.yaml")
     parser.parse()
-    targets = [t["_target_"] for t in parser["deterministic_transforms"]]
-    assert "ScaleIntensityRanged" not in targets
-    assert targets.count("pipeline.transforms.intensity.MultiWindowd") == 1
+    built = parser.get_parsed_content("deterministic_transforms")
+    assert not any(type(t).__name__ == "ScaleIntensityRanged" for t in built)
+    assert sum(isinstance(t, MultiWindowd) for t in built) == 1
     assert parser.get_parsed_content("in_channels") == 2
     case = discover_dataset(tiny_lits, require_labels=True).cases[0]
     preprocess = parser.get_parsed_content("validate#preprocessing")
