@@ -20,13 +20,13 @@ CHECKOUT_CONFIGS = Path("bundles") / "liver_tumor" / "configs"
 
 
 def config_dir() -> Path:
-    """The folder holding ``train.yaml``, ``inference.yaml`` and the overlays."""
+    """The folder holding ``common.yaml``, ``train.yaml``, ``inference.yaml`` and the overlays."""
     if os.environ.get(CONFIGS_ENV):
         return Path(os.environ[CONFIGS_ENV]).resolve()
-    if (Path.cwd() / CHECKOUT_CONFIGS / "inference.yaml").is_file():
+    if (Path.cwd() / CHECKOUT_CONFIGS / "common.yaml").is_file():
         return (Path.cwd() / CHECKOUT_CONFIGS).resolve()
     installed = Path(str(resources.files("pipeline"))) / "bundle_configs"
-    if (installed / "inference.yaml").is_file():
+    if (installed / "common.yaml").is_file():
         return installed
     # An editable install maps no configs into the package folder.
     raise FileNotFoundError(
@@ -40,7 +40,9 @@ def config_file(name: str) -> Path:
     return config_dir() / name
 
 
-def _config_files_in(argv: Sequence[str]) -> list[str]:
+def config_files_from_command_line(argv: Sequence[str] | None = None) -> list[str]:
+    """The ``--config_file`` list of a ``python -m monai.bundle run`` command (or [])."""
+    argv = list(sys.argv if argv is None else argv)
     for i, arg in enumerate(argv):
         if arg.startswith("--config_file"):
             if "=" in arg:
@@ -61,8 +63,35 @@ def bundle_root_from_command_line(argv: Sequence[str] | None = None) -> str:
     command-line argument: the parent of the first file's ``configs`` folder. Without a
     config file on the command line (a notebook, a test) it is the current folder.
     """
-    files = _config_files_in(list(sys.argv if argv is None else argv))
+    files = config_files_from_command_line(argv)
     if not files:
         return str(Path.cwd())
-    folder = Path(files[0]).resolve().parent
+    return bundle_root_of(files)
+
+
+def check_command_line_configs(argv: Sequence[str] | None = None) -> None:
+    """Refuse a bundle command whose ``--config_file`` list lacks common.yaml.
+
+    train.yaml and inference.yaml hold only what is theirs; without common.yaml every
+    shared id (network, geometry, pre-processing) is undefined, and MONAI would only name
+    the first reference it happens to resolve. Without config files on the command line
+    (a notebook, a test building the workflow itself) there is nothing to check.
+
+    Raises:
+        SystemExit: naming the files given and the fix; SystemExit, not an Exception,
+            so that MONAI does not bury the message under "Failed to evaluate
+            ConfigExpression" and it is the last line the user sees.
+    """
+    files = config_files_from_command_line(argv)
+    if files and "common.yaml" not in [Path(f).name for f in files]:
+        fixed = [str(Path(files[0]).parent / "common.yaml"), *files]
+        raise SystemExit(
+            f"--config_file {files} lacks common.yaml, which holds the network, geometry and "
+            f'pre-processing: list it first, --config_file "{fixed}"'
+        )
+
+
+def bundle_root_of(config_files: Sequence[str | Path]) -> str:
+    """The bundle root for a list of config files: the parent of the first's ``configs``."""
+    folder = Path(config_files[0]).resolve().parent
     return str(folder.parent if folder.name == "configs" else folder)

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim2real.add_argument("--ckpt", required=True, help="model weights")
     sim2real.add_argument("--out", required=True, help="output folder (JSON and figures)")
     sim2real.add_argument(
-        "--overlay", nargs="*", help="configs stacked on inference.yaml, e.g. demo.yaml"
+        "--overlay", nargs="*", help="configs stacked on common.yaml, e.g. demo.yaml"
     )
     sim2real.add_argument(
         "--real-ct",

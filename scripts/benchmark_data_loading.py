@@ -34,7 +34,7 @@ def run_training(dataset_dir: str, out: Path, cache_rate: float, overlay: str, e
         "run",
         "training",
         "--config_file",
-        str([str(CONFIGS / "train.yaml"), overlay]),
+        str([str(CONFIGS / "common.yaml"), str(CONFIGS / "train.yaml"), overlay]),
         "--logging_file",
         "False",
         "--dataset_dir",

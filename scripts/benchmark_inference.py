@@ -38,9 +38,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "inference.json"))
     args = parser.parse_args()
     phantom = generate_phantom(11, PhantomConfig(shape=tuple(args.shape), spacing=(0.8, 0.8, 2.0)))
-    predictor = build_predictor(
-        args.ckpt, [config_file("inference.yaml"), *args.overlay], progress=False
-    )
+    predictor = build_predictor(args.ckpt, [config_file("common.yaml"), *args.overlay])
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         scan = save_nifti(phantom.image, phantom.affine, Path(folder) / "in" / "full.nii.gz")

@@ -42,14 +42,14 @@ liver-tumor synth --out "$DATA" --cases "$CASES" --seed 0 --shape $SHAPE \
 
 echo "[demo] 2/6 training (per-epoch liver / tumour Dice in $TRAIN/metrics.csv)"
 python -m monai.bundle run training \
-  --config_file "['$CONFIGS/train.yaml','$OVERLAY']" \
+  --config_file "['$CONFIGS/common.yaml','$CONFIGS/train.yaml','$OVERLAY']" \
   --dataset_dir "$DATA" --epochs "$DEMO_EPOCHS" --val_interval "$VAL_INTERVAL" \
   --time_limit_minutes "$MINUTES" --output_dir "$TRAIN" --ckpt_dir "$TRAIN/models"
 cat "$TRAIN/metrics.csv"
 
 echo "[demo] 3/6 choosing the tumour size filter on the validation split"
 python -m monai.bundle run tuning \
-  --config_file "['$CONFIGS/train.yaml','$OVERLAY','$CONFIGS/evaluate.yaml']" \
+  --config_file "['$CONFIGS/common.yaml','$CONFIGS/train.yaml','$OVERLAY','$CONFIGS/evaluate.yaml']" \
   --dataset_dir "$DATA" --output_dir "$TRAIN" --ckpt_dir "$TRAIN/models" \
   --eval_dir "$DEMO_DIR/eval"
 MIN_TUMOUR=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['min_tumour_mm3'])" \
@@ -57,15 +57,15 @@ MIN_TUMOUR=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['mi
 
 echo "[demo] 4/6 inference on the held-out test split"
 python -m monai.bundle run inference \
-  --config_file "['$CONFIGS/inference.yaml','$OVERLAY']" \
+  --config_file "['$CONFIGS/common.yaml','$CONFIGS/inference.yaml','$OVERLAY']" \
   --input_dir "$DATA/datalist.json" --output_dir "$DEMO_DIR/eval/predictions" \
-  --ckpt "$TRAIN/models/model.pt" --overwrite True --postprocess#min_tumour_mm3 "$MIN_TUMOUR"
+  --ckpt "$TRAIN/models/model.pt" --overwrite True --min_tumour_mm3 "$MIN_TUMOUR"
 cat "$DEMO_DIR/eval/predictions/quantification.csv"
 
 # The evaluation scores the masks just written (same checkpoint and settings).
 echo "[demo] 5/6 evaluation of the test split and report"
 python -m monai.bundle run evaluating \
-  --config_file "['$CONFIGS/train.yaml','$OVERLAY','$CONFIGS/evaluate.yaml']" \
+  --config_file "['$CONFIGS/common.yaml','$CONFIGS/train.yaml','$OVERLAY','$CONFIGS/evaluate.yaml']" \
   --dataset_dir "$DATA" --output_dir "$TRAIN" --ckpt_dir "$TRAIN/models" \
   --eval_dir "$DEMO_DIR/eval" --min_tumour_mm3 "$MIN_TUMOUR" --reuse_predictions True
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_ct"
+from bundle_files import REAL_CT
 
 
 @pytest.fixture(scope="session")

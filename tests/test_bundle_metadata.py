@@ -21,9 +21,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from bundle_files import CONFIGS, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
 META = CONFIGS / "metadata.json"
 SCHEMA = CONFIGS / "meta_schema.json"
 LOGGING_CONF = CONFIGS / "logging.conf"
@@ -115,7 +114,7 @@ def test_schema_requires_every_key_it_lists() -> None:
         "monai_version",
         "pytorch_version",
         "numpy_version",
-        "optional_packages_version",
+        "required_packages_version",
         "task",
         "description",
         "authors",

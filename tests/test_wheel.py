@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundle_files import ROOT
 
 import pipeline
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.io import save_nifti
 from pipeline.nets.networks import build_network
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "pixdim": [6.0, 6.0, 6.0],
     "roi_size": [32, 32, 32],
@@ -87,7 +87,7 @@ def test_wheel_holds_every_subpackage_and_the_bundle_configs(wheel):
     missing = [s for s in subpackages if f"{s}/__init__.py" not in names]
     assert not missing, f"setup.cfg's package list lacks {missing}"
     configs = {n.split("/")[-1] for n in names if n.startswith("pipeline/bundle_configs/")}
-    assert {"train.yaml", "inference.yaml", "metadata.json", "quick.yaml"} <= configs
+    assert {"common.yaml", "train.yaml", "inference.yaml", "metadata.json", "quick.yaml"} <= configs
 
 
 @pytest.mark.slow

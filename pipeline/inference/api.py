@@ -5,7 +5,7 @@ Example:
     >>> result = pipeline.predict("scan.nii.gz", ckpt="bundles/liver_tumor/models/model.pt")
     >>> result.labels.shape, result.quantification["liver_volume_ml"]
 
-The components come from ``configs/inference.yaml`` (plus any overlays), so a notebook
+The components come from ``configs/common.yaml`` (plus any overlays), so a notebook
 gets exactly what ``run inference`` writes for the same scan and checkpoint.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bundle import config_file
+from pipeline.bundle import bundle_root_of, config_file
 from pipeline.inference.scans import Scan, find_scans
 from pipeline.io import save_nifti
 
@@ -52,18 +52,17 @@ def build_predictor(
 
     Args:
         ckpt: weights file (default: the config's ``ckpt``, the bundle's models/model.pt).
-        config_files: configs to merge (default: the bundle's inference.yaml); add the
-            overlay the model was trained with when it changes the network (e.g. demo.yaml).
+        config_files: configs to merge (default: the bundle's common.yaml, which defines
+            the predictor); add the overlays the model was trained with (e.g. demo.yaml).
         **overrides: any config id, e.g. ``tta=True``, ``device="cpu"``.
     """
     from monai.bundle import ConfigParser
 
-    files = [str(f) for f in (config_files or [config_file("inference.yaml")])]
+    files = [str(f) for f in (config_files or [config_file("common.yaml")])]
     parser = ConfigParser()
     parser.read_config(files)
     # As on the command line: the bundle root is the parent of the configs folder.
-    folder = Path(files[0]).resolve().parent
-    overrides.setdefault("bundle_root", str(folder.parent if folder.name == "configs" else folder))
+    overrides.setdefault("bundle_root", bundle_root_of(files))
     if ckpt is not None:
         overrides["ckpt"] = str(ckpt)
     parser.update(overrides)
@@ -85,7 +84,7 @@ def predict(
         image: a NIfTI file, a DICOM series folder, or a 3D array of HU values.
         affine: the array's voxel-to-world affine (RAS mm); required for an array.
         ckpt: weights file (default: the config's).
-        config_files: configs to merge (default: the bundle's inference.yaml).
+        config_files: configs to merge (default: the bundle's common.yaml).
         predictor: a predictor from :func:`build_predictor`, reused across calls (the
             other configuration arguments are then ignored).
         **overrides: config ids, e.g. ``tta=True``.

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from pipeline import __version__
 from pipeline.checkpoints import sha256_of
 from pipeline.inference.predictor import STAGES, ScanPredictor
 from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_row, quantify
-from pipeline.inference.scans import OUTPUT_SUFFIX, Scan, find_scans
+from pipeline.inference.scans import OUTPUT_SUFFIX, Scan, check_unique_cases, find_scans
 from pipeline.io import atomic_path, save_label_map_like, save_nifti, write_json
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,13 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
 class FolderRun:
     """Segment the scans of ``input_path`` into ``output_dir``.
 
+    The one segment-and-save loop of the project: ``run inference`` runs it on a folder,
+    evaluation, post-processing tuning and the sweep on the scans of a split.
+
     Args:
         predictor: the configured one-scan pipeline.
-        input_path: folder, NIfTI file, DICOM series folder or datalist JSON.
+        input_path: folder, NIfTI file, DICOM series folder or datalist JSON; or the
+            scans themselves (e.g. :func:`~pipeline.inference.scans.scans_from_records`).
         output_dir: where masks and tables go (created).
         checkpoint: the weights' file, recorded with its SHA-256.
         settings: the configuration worth recording with every case (JSON-able).
@@ -88,7 +93,7 @@ class FolderRun:
     def __init__(
         self,
         predictor: ScanPredictor,
-        input_path: str | os.PathLike,
+        input_path: str | os.PathLike | Sequence[Scan],
         output_dir: str | os.PathLike,
         checkpoint: str | os.PathLike | None = None,
         settings: dict[str, Any] | None = None,
@@ -101,7 +106,12 @@ class FolderRun:
         if not output_dir:
             raise ValueError("no output folder: pass --output_dir FOLDER")
         self.predictor = predictor
-        self.input_path = Path(input_path)
+        if isinstance(input_path, (str, os.PathLike)):
+            self.input_path: Path | None = Path(input_path)
+            self.scans: list[Scan] | None = None
+        else:
+            check_unique_cases(input_path)
+            self.input_path, self.scans = None, list(input_path)
         self.output_dir = Path(output_dir)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.settings = settings or {}
@@ -183,7 +193,7 @@ class FolderRun:
     # ---- the run ----------------------------------------------------------------------------
     def run(self) -> RunSummary:
         """Segment every scan, then write the tables; returns the counts."""
-        scans = find_scans(self.input_path)
+        scans = self.scans if self.scans is not None else find_scans(self.input_path)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._checkpoint_sha256 = sha256_of(self.checkpoint)
@@ -217,7 +227,7 @@ class FolderRun:
         _write_csv(self.output_dir / "failures.csv", FAILURE_COLUMNS, summary.failed)
         write_json(
             {
-                "input": str(self.input_path),
+                "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
                 "output_dir": str(self.output_dir),
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "checkpoint_sha256": self._checkpoint_sha256,

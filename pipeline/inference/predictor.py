@@ -1,6 +1,6 @@
 """Segment one CT scan: load, check, pre-process, sliding window, invert, post-process.
 
-The steps are MONAI components built by ``configs/inference.yaml``; this class only runs
+The steps are MONAI components built by ``configs/common.yaml``; this class only runs
 them in order for one scan and times each stage, so a folder run (``folder_run.py``) and
 the notebook entry point (``pipeline.predict``) share exactly the same path.
 
@@ -12,6 +12,7 @@ probabilities of three classes at 512 x 512 x N costs more than the network on a
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -117,6 +118,14 @@ class ScanPredictor:
         self._invert_probabilities = Invertd(
             keys="prob", transform=preprocessing, orig_keys="image", nearest_interp=False
         )
+
+    def with_postprocessing(
+        self, postprocessing: Callable[[dict[str, Any]], dict[str, Any]] | None
+    ) -> ScanPredictor:
+        """The same network and steps with other post-processing (the network is shared)."""
+        changed = copy.copy(self)
+        changed.postprocessing = postprocessing
+        return changed
 
     def load(self, scan: Scan) -> dict[str, Any]:
         """Read and check one scan; errors name the file and the problem."""

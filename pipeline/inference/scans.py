@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +70,25 @@ def _from_datalist(path: Path) -> list[Scan]:
             else [k for k, v in content.items() if isinstance(v, list)]
         )
         records = [record for key in keys for record in content[key]]
+    return scans_from_records(
+        [r if isinstance(r, dict) else {"image": r} for r in records], path.parent
+    )
+
+
+def scans_from_records(
+    records: Sequence[Mapping[str, Any]], base_dir: str | os.PathLike | None = None
+) -> list[Scan]:
+    """The scans of datalist records (``{"image": path, ...}``), in record order.
+
+    Args:
+        records: datalist entries; only ``image`` is read.
+        base_dir: the folder relative image paths are relative to (default: the cwd).
+    """
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
     scans = []
     for record in records:
-        image = record["image"] if isinstance(record, dict) else record
-        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-        scans.append(_scan_of(image_path))
+        image = Path(record["image"])
+        scans.append(_scan_of(image if image.is_absolute() else base / image))
     return scans
 
 
@@ -135,6 +151,16 @@ def find_scans(source: str | Path) -> list[Scan]:
             f"{source}: no scans found (expected .nii / .nii.gz files, DICOM series "
             "sub-folders, or a datalist .json)"
         )
+    check_unique_cases(scans)
+    return sorted(scans, key=lambda s: s.case)
+
+
+def check_unique_cases(scans: Sequence[Scan]) -> None:
+    """Refuse two scans that would write the same output name.
+
+    Raises:
+        InvalidScanError: naming both inputs.
+    """
     seen: dict[str, Path] = {}
     for scan in scans:
         if scan.case in seen:
@@ -143,7 +169,6 @@ def find_scans(source: str | Path) -> list[Scan]:
                 f"{scan.case}{OUTPUT_SUFFIX}.nii.gz: rename one"
             )
         seen[scan.case] = scan.path
-    return sorted(scans, key=lambda s: s.case)
 
 
 def check_dicom_folder(path: Path) -> None:

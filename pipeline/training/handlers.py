@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from ignite import distributed as idist
 from ignite.engine import Engine, Events
+from ignite.handlers import EarlyStopping as IgniteEarlyStopping
 from monai.handlers import (
     CheckpointLoader,
     CheckpointSaver,
-    EarlyStopHandler,
     from_engine,
     stopping_fn_from_metric,
 )
@@ -119,9 +119,12 @@ class ResumableCheckpoint:
 class EarlyStopping:
     """Stop training when the validation metric has not improved for ``patience`` validations.
 
-    A thin wrapper of MONAI's EarlyStopHandler: it needs the trainer, which a declarative
+    A thin wrapper of ignite's EarlyStopping: it needs the trainer, which a declarative
     config can only hand to the evaluator's handlers through a circular reference, so this
     handler is attached to the trainer and attaches the real one to the evaluator.
+    (Ignite's own class, not MONAI's EarlyStopHandler: that one passes ignite the
+    ``min_delta`` / ``cumulative_delta`` arguments that ignite 0.5.5 deprecates with a
+    warning on every run.)
 
     Args:
         evaluator: the validation engine whose metric is watched.
@@ -146,12 +149,15 @@ class EarlyStopping:
 
     def attach(self, trainer: Engine) -> None:
         """Watch the evaluator's metric and stop ``trainer`` when it stalls."""
-        EarlyStopHandler(
-            patience=self.patience,
-            score_function=stopping_fn_from_metric(self.metric_name),
-            trainer=trainer,
-            min_delta=self.min_delta,
-        ).attach(self.evaluator)
+        self.evaluator.add_event_handler(
+            Events.COMPLETED,
+            IgniteEarlyStopping(
+                patience=self.patience,
+                score_function=stopping_fn_from_metric(self.metric_name),
+                trainer=trainer,
+                threshold=self.min_delta,
+            ),
+        )
 
 
 class TrainingTimeLimit:

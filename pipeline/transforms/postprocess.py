@@ -46,6 +46,7 @@ channel-first (1, X, Y, Z) tensor, e.g. after ``AsDiscreted(argmax=True)``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -362,6 +363,16 @@ class PostprocessLabelsd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.spacing_key = spacing_key
         self.transform = PostprocessLabels(spacing=spacing, **config)
+
+    def with_config(self, **changes: Any) -> PostprocessLabelsd:
+        """A copy with some :class:`PostprocessConfig` fields changed (this one unchanged).
+
+        Tuning uses it to segment with the size filter off: ``with_config(min_tumour_mm3=0)``.
+        """
+        changed = copy.copy(self)
+        changed.transform = copy.copy(self.transform)
+        changed.transform.config = dataclasses.replace(self.transform.config, **changes)
+        return changed
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Post-process ``data[key]`` for every key; other entries are passed through.

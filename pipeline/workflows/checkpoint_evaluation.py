@@ -1,8 +1,10 @@
 """Score a checkpoint on a split of the training data set (``configs/evaluate.yaml``).
 
-The scans are segmented by exactly the inference pipeline (``configs/inference.yaml``
-with the training config's network and geometry), so the masks are on the original grid
-after inversion, and then scored by :mod:`pipeline.evaluation.scoring` into the usual report.
+The scans are segmented in the same process by the inference pipeline (common.yaml's
+``predictor``, built from the configs the model was trained with) and the inference loop
+(:class:`~pipeline.inference.folder_run.FolderRun`), so the masks are on the original grid
+after inversion, exactly as ``run inference`` writes them; they are then scored by
+:mod:`pipeline.evaluation.scoring` into the usual report.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.bundle import config_file
+from pipeline.bundle import config_files_from_command_line
 from pipeline.evaluation.pairing import pairs_from_datalist
 from pipeline.evaluation.report.model import collect_provenance
 from pipeline.evaluation.report.pages import format_class_table
 from pipeline.evaluation.scoring import EvaluationResult, evaluate_pairs
-from pipeline.inference.api import build_predictor
-from pipeline.inference.folder_run import FolderRun
-from pipeline.io import write_json
+from pipeline.inference.folder_run import FolderRun, RunSummary
+from pipeline.inference.predictor import ScanPredictor
+from pipeline.inference.scans import scans_from_records
+from pipeline.io import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -48,73 +51,66 @@ def split_records(
 
 
 def segment_records(
-    ckpt: str | os.PathLike,
+    predictor: ScanPredictor,
     records: Sequence[Mapping[str, Any]],
-    out_dir: str | os.PathLike,
-    predictor_settings: Mapping[str, Any],
+    predictions_dir: str | os.PathLike,
     *,
+    checkpoint: str | os.PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
     overwrite: bool = True,
     progress: bool = True,
-) -> tuple[Path, Any]:
-    """Segment the scans of datalist records with the inference pipeline.
+) -> RunSummary:
+    """Segment the scans of datalist records by the inference loop (``FolderRun``).
 
     Args:
-        ckpt: the weights.
+        predictor: the configured one-scan pipeline (common.yaml's ``predictor``).
         records: datalist entries with ``image`` (and ``label``, unused here).
-        out_dir: gets ``cases.json`` (what was segmented) and ``predictions/``.
-        predictor_settings: inference.yaml ids, nested ones as ``postprocess#...``.
+        predictions_dir: gets the masks, case JSONs and run tables, as ``run inference``.
+        checkpoint: the weights' file, recorded with its SHA-256.
+        settings: what to record with every case (common.yaml's ``predictor_settings``).
         overwrite: segment again even when a prediction exists.
         progress: show a progress bar.
-
-    Returns:
-        The predictions folder and the finished :class:`~pipeline.inference.folder_run.FolderRun`.
     """
-    out = Path(out_dir)
-    # A datalist's "test" entries are what a folder run segments, whatever split they are.
-    cases_file = write_json({"test": [dict(r) for r in records]}, out / "cases.json")
-    predictor = build_predictor(ckpt, [config_file("inference.yaml")], **dict(predictor_settings))
-    predictions = out / "predictions"
-    run = FolderRun(
+    return FolderRun(
         predictor,
-        cases_file,
-        predictions,
-        checkpoint=ckpt,
-        settings={k: str(v) for k, v in predictor_settings.items()},
+        scans_from_records(records),
+        predictions_dir,
+        checkpoint=checkpoint,
+        settings=json_safe(dict(settings or {})),
         overwrite=overwrite,
         progress=progress,
     ).run()
-    return predictions, run
 
 
 def evaluate_checkpoint(
-    ckpt: str | os.PathLike,
+    predictor: ScanPredictor,
     datalist: Mapping[str, Sequence[Mapping[str, Any]]],
     split: str,
     out_dir: str | os.PathLike,
-    predictor_settings: Mapping[str, Any],
     *,
+    checkpoint: str | os.PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
     label_map: Mapping[int, int] | None = None,
-    postprocess: Mapping[str, Any] | None = None,
     training_metrics_csv: str | os.PathLike | None = None,
-    configs: Sequence[str | os.PathLike] = (),
+    configs: Sequence[str | os.PathLike] | None = None,
     overwrite: bool = True,
     progress: bool = True,
 ) -> EvaluationResult:
-    """Segment a split with ``ckpt`` and write the LiTS-style report.
+    """Segment a split with ``predictor`` and write the LiTS-style report.
 
     Args:
-        ckpt: the weights to score.
+        predictor: the inference pipeline with the checkpoint's weights (common.yaml's
+            ``predictor``, built from the same configs the model was trained with).
         datalist: ``{"training": [...], "validation": [...], "test": [...]}`` records
             with ``image`` and ``label``.
         split: "test" (falls back to "validation" when empty), "validation" or "training".
-        out_dir: gets ``cases.json`` (what was scored), ``predictions/`` and ``report/``.
-        predictor_settings: inference.yaml ids taken from the training config (network,
-            geometry, window, sliding window, device...).
+        out_dir: gets ``predictions/`` and ``report/``.
+        checkpoint: the weights' file, for the provenance and the case JSONs.
+        settings: the inference settings to record (common.yaml's ``predictor_settings``).
         label_map: remapping of the reference labels (e.g. ``{5: 1}``).
-        postprocess: post-processing settings that differ from inference.yaml's
-            (e.g. ``{"min_tumour_mm3": 65.0}`` chosen on validation).
         training_metrics_csv: the training run's ``metrics.csv``, for the curves.
-        configs: config files to record (and hash) in the report's provenance.
+        configs: config files to record (and hash) in the report's provenance (default:
+            the ``--config_file`` list of the command line).
         overwrite: segment again even when a prediction exists (a new checkpoint).
         progress: show progress bars.
 
@@ -123,17 +119,19 @@ def evaluate_checkpoint(
     """
     out = Path(out_dir)
     used_split, records = split_records(datalist, split)
-    if postprocess:
-        predictor_settings = {
-            **predictor_settings,
-            **{f"postprocess#{key}": value for key, value in postprocess.items()},
-        }
-    predictions, run = segment_records(
-        ckpt, records, out, predictor_settings, overwrite=overwrite, progress=progress
+    predictions = out / "predictions"
+    run = segment_records(
+        predictor,
+        records,
+        predictions,
+        checkpoint=checkpoint,
+        settings=settings,
+        overwrite=overwrite,
+        progress=progress,
     )
     provenance = collect_provenance(
-        checkpoint=ckpt,
-        configs=list(configs),
+        checkpoint=checkpoint,
+        configs=list(config_files_from_command_line() if configs is None else configs),
         dataset=str(Path(records[0]["image"]).parent),
         split=used_split,
         predictions=str(predictions),
@@ -149,7 +147,7 @@ def evaluate_checkpoint(
         else None,
         progress=progress,
     )
-    print(f"{used_split} split, {len(result.cases)} cases scored with {ckpt}:")
+    print(f"{used_split} split, {len(result.cases)} cases scored with {checkpoint}:")
     print(format_class_table(result.summary))
     print(f"report: {result.files['html']}")
     return result

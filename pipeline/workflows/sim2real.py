@@ -132,9 +132,9 @@ def run_sim2real(
     Args:
         ckpt: the weights (trained on phantoms).
         out_dir: output folder.
-        overlays: configs stacked on inference.yaml (the one the model was trained with).
+        overlays: configs stacked on common.yaml (the ones the model was trained with).
         cases: real scans with labels (default: ``../shared/data/real_ct``).
-        **overrides: inference.yaml ids (e.g. ``tta=True``).
+        **overrides: common.yaml ids (e.g. ``tta=True``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,9 +142,7 @@ def run_sim2real(
     missing = [str(p) for c in cases for p in (c.scan, c.labels) if not p.exists()]
     if missing:
         raise FileNotFoundError(f"real CT data not found: {', '.join(missing)}")
-    predictor = build_predictor(
-        ckpt, [config_file("inference.yaml"), *overlays], progress=False, **overrides
-    )
+    predictor = build_predictor(ckpt, [config_file("common.yaml"), *overlays], **overrides)
     results = [score_case(case, predictor, out) for case in cases]
     record = {"checkpoint": str(ckpt), "overlays": [str(o) for o in overlays], "cases": results}
     write_json(record, out / "sim2real.json")

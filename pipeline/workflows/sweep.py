@@ -7,9 +7,10 @@ Example:
 Each point of the grid (the Cartesian product of the ``--grid`` values, any config id of
 the training bundle) trains with ``python -m monai.bundle run training`` in a process of
 its own, so its wall time and peak memory belong to it alone. Its best checkpoint
-(``models/model.pt``) then segments the validation split through the inference pipeline
-(:func:`pipeline.inference.api.build_predictor` with the point's network and geometry,
-post-processing included) and :func:`pipeline.evaluation.scoring.evaluate_pairs` scores the masks
+(``models/model.pt``) then segments the validation split in the sweep's process with
+the predictor of the point's own configs (common.yaml's ``predictor``: the network,
+geometry and intensities it was trained with, post-processing included) by the inference
+loop, and :func:`pipeline.evaluation.scoring.evaluate_pairs` scores the masks
 on the scans' own grids (liver = label >= 1, tumour = label 2). In ``OUT/<point>/``:
 ``config.yaml`` (the point's overrides, merged after the config files), ``train.log``,
 ``train/`` (metrics.csv, TensorBoard), ``models/``, ``val_pred/``, ``val_report/`` and
@@ -35,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.bundle import config_file
+from pipeline.bundle import bundle_root_of, config_file
+from pipeline.io import json_safe
 from pipeline.workflows.sweep_grid import (
     GridSpecError,
     format_value,
@@ -47,16 +49,12 @@ from pipeline.workflows.sweep_grid import (
 )
 from pipeline.workflows.sweep_tables import format_cell, write_tables
 
+DEFAULT_CONFIGS = (str(config_file("common.yaml")), str(config_file("train.yaml")))
 DEFAULT_GRID: dict[str, list[Any]] = {
     "batch_size": [1, 2],
     "epochs": [50, 100],
     "learning_rate": [1e-3, 3e-3],
 }
-# inference.yaml ids that must match the training run for the checkpoint to fit.
-PREDICTOR_KEYS = (
-    "network_name", "in_channels", "channels", "num_res_units", "norm", "pixdim", "roi_size",
-    "hu_window", "body_threshold_hu", "sw_batch_size", "sw_overlap", "device", "amp",
-)  # fmt: skip
 # Training settings named in the "fixed settings" line of sweep.md (when not varied).
 DESCRIBED_KEYS = (
     "network_name", "channels", "loss_name", "lr_schedule", "batch_size", "epochs",
@@ -72,20 +70,17 @@ class SweepSettings:
     Attributes:
         out: the sweep folder.
         grid: values per config id.
-        config_files: training configs, merged left to right.
+        config_files: training configs, merged left to right (common.yaml, train.yaml,
+            overlays); the validation predictions use their ``predictor``.
         fixed: overrides of every point (``--set``, ``--dataset_dir``).
-        inference_config_files: inference configs for the validation predictions.
         overwrite: run points again even when their result exists.
         timeout: seconds a training may take before it is stopped (None: no limit).
     """
 
     out: Path
     grid: dict[str, list[Any]]
-    config_files: list[str] = field(default_factory=lambda: [str(config_file("train.yaml"))])
+    config_files: list[str] = field(default_factory=lambda: list(DEFAULT_CONFIGS))
     fixed: dict[str, Any] = field(default_factory=dict)
-    inference_config_files: list[str] = field(
-        default_factory=lambda: [str(config_file("inference.yaml"))]
-    )
     overwrite: bool = False
     timeout: float | None = None
 
@@ -177,33 +172,30 @@ def _training_metrics(path: Path, train_seconds: float, epochs: int) -> dict[str
 
 
 def _evaluate(
-    ckpt: Path,
+    parser: Any,
     records: Sequence[Mapping[str, Any]],
     point_dir: Path,
-    predictor_settings: Mapping[str, Any],
-    settings: SweepSettings,
     label_map: Mapping[int, int] | None,
     provenance: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Segment the validation records with ``ckpt`` and score them on their own grids."""
+    """Segment the validation records with the point's model and score them on their grids.
+
+    The predictor is the point's own config's (common.yaml's ``predictor`` with the point's
+    overlays and overrides), so its network, geometry and intensities are the training's.
+    """
     from pipeline.evaluation.scoring import evaluate_pairs, pairs_from_datalist
-    from pipeline.inference.api import build_predictor
-    from pipeline.inference.folder_run import mask_path
-    from pipeline.inference.scans import find_scans
-    from pipeline.io import save_label_map_like, save_nifti
+    from pipeline.workflows.checkpoint_evaluation import segment_records
 
     start = time.perf_counter()
-    predictor = build_predictor(ckpt, settings.inference_config_files, **predictor_settings)
     pred_dir = point_dir / "val_pred"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for record in records:
-        for scan in find_scans(record["image"]):
-            prediction = predictor.predict(scan)
-            out = mask_path(pred_dir, scan.case)
-            if scan.kind == "nifti":  # the scan's own header, so the grids match exactly
-                save_label_map_like(prediction.labels, scan.path, out)
-            else:
-                save_nifti(prediction.labels, prediction.affine, out)
+    segment_records(
+        parser.get_parsed_content("predictor"),
+        records,
+        pred_dir,
+        checkpoint=parser.get_parsed_content("ckpt"),
+        settings=parser.get_parsed_content("predictor_settings"),
+        progress=False,
+    )
     train_csv = point_dir / "train" / "metrics.csv"
     result = evaluate_pairs(
         pairs_from_datalist(records, pred_dir),
@@ -286,6 +278,8 @@ def run_point(settings: SweepSettings, values: Mapping[str, Any], point_dir: Pat
     try:
         parser = ConfigParser()
         parser.read_config(files)
+        # The bundle root the training command derives from its first config file.
+        parser["bundle_root"] = bundle_root_of(files)
         # The network first: a bad name or geometry fails here, before any data is made.
         result["params"] = network_parameter_count(parser.get_parsed_content("network_def"))
         result["device"] = str(parser.get_parsed_content("device"))
@@ -308,27 +302,18 @@ def run_point(settings: SweepSettings, values: Mapping[str, Any], point_dir: Pat
             )
         epochs = int(parser.get_parsed_content("epochs"))
         result.update(_training_metrics(point_dir / "train" / "metrics.csv", run.seconds, epochs))
-        ckpt = point_dir / "models" / "model.pt"
+        ckpt = Path(parser.get_parsed_content("ckpt"))
         if not ckpt.is_file():
             raise RuntimeError(f"no best checkpoint {ckpt}: did a validation run (val_interval)?")
-        predictor_settings = {
-            k: parser.get_parsed_content(k) for k in PREDICTOR_KEYS if k in parser
-        }
-        # network_def#... overrides change the network: the inference network needs them too.
-        predictor_settings.update(
-            {k: v for k, v in overrides.items() if k.startswith("network_def#")}
-        )
         label_map = parser.get_parsed_content("label_map") if "label_map" in parser else None
         provenance = collect_provenance(
             ckpt, files, result["described"].get("dataset_dir"), sweep_point=dict(values)
         )
-        result.update(
-            _evaluate(ckpt, records, point_dir, predictor_settings, settings, label_map, provenance)
-        )
+        result.update(_evaluate(parser, records, point_dir, label_map, provenance))
         result["status"] = "ok"
     except Exception as err:  # one failed point must not end the sweep: record and go on
         result["error"] = _describe(err)
-    write_json(_json_safe(result), point_dir / "result.json")
+    write_json(json_safe(result), point_dir / "result.json")
     return result
 
 
@@ -352,18 +337,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
-    """As JSON stores it: NaN -> None, keys -> strings, tuples -> lists, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-# ---- the tables ------------------------------------------------------------------------------
 # ---- the sweep -------------------------------------------------------------------------------
 def _finished(result_path: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
     """The stored result when it succeeded with exactly this configuration, else None."""
@@ -371,7 +344,7 @@ def _finished(result_path: Path, config: Mapping[str, Any]) -> dict[str, Any] | 
         stored = json.loads(result_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    same = stored.get("config") == _json_safe(config)
+    same = stored.get("config") == json_safe(config)
     return stored if same and stored.get("status") == "ok" else None
 
 
@@ -397,7 +370,7 @@ def run_sweep(settings: SweepSettings, log: Any = print) -> list[dict[str, Any]]
             results.append(stored)
         else:
             log(f"[{number}/{len(points)}] {point_dir.name}: training ...")
-            results.append(_json_safe(run_point(settings, values, point_dir)))
+            results.append(json_safe(run_point(settings, values, point_dir)))
             r = results[-1]
             dice = format_cell(r.get("mean_dice"), 3)
             seconds = format_cell(r.get("train_seconds"), 0)
@@ -436,12 +409,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--dataset_dir", default=None, help="data set (default: synthetic)")
     parser.add_argument(
-        "--config_file", default=str(config_file("train.yaml")),
-        help="training config(s), e.g. \"['.../train.yaml','.../quick.yaml']\"",
-    )  # fmt: skip
-    parser.add_argument(
-        "--inference_config_file", default=str(config_file("inference.yaml")),
-        help="inference config(s) for the validation predictions",
+        "--config_file", default=str(list(DEFAULT_CONFIGS)),
+        help="training configs, e.g. \"['.../common.yaml','.../train.yaml','.../quick.yaml']\"",
     )  # fmt: skip
     parser.add_argument(
         "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="settings",
@@ -473,7 +442,6 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
         grid=grid,
         config_files=_config_list(args.config_file),
         fixed=fixed,
-        inference_config_files=_config_list(args.inference_config_file),
         overwrite=args.overwrite,
         timeout=args.timeout,
     )

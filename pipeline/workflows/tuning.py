@@ -2,17 +2,17 @@
 
 A network trained briefly marks specks of noise as tumour. On a tumour-free liver a single
 false-positive voxel turns the case's tumour Dice from 1 into 0 (LiTS policy), so the
-size below which predicted tumour components are dropped (``postprocess#min_tumour_mm3``
-of ``configs/inference.yaml``) matters, and it is a choice that must be made on data the
+size below which predicted tumour components are dropped (``min_tumour_mm3`` of
+``configs/common.yaml``) matters, and it is a choice that must be made on data the
 test score does not see. The validation scans are segmented once with the step disabled;
 each candidate size is then applied to those masks by the same
 :func:`pipeline.transforms.postprocess.postprocess_labels` that inference runs, and scored.
 
-    python -m monai.bundle run tuning --config_file "['.../train.yaml','.../evaluate.yaml']"
+    python -m monai.bundle run tuning \
+        --config_file "['.../common.yaml','.../train.yaml','.../evaluate.yaml']"
 
 writes ``<eval_dir>/postprocess_tuning/postprocess.json`` with the table and the choice;
-pass the chosen value on as ``--min_tumour_mm3`` (evaluating) or
-``--postprocess#min_tumour_mm3`` (inference).
+pass the chosen value on as ``--min_tumour_mm3`` (to evaluating and inference alike).
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ import numpy as np
 from pipeline.evaluation.metrics import dice_score
 from pipeline.evaluation.pairing import pairs_from_datalist
 from pipeline.evaluation.scoring import load_pair
+from pipeline.inference.predictor import ScanPredictor
 from pipeline.io import write_json
 from pipeline.labels import TUMOUR
-from pipeline.transforms.postprocess import PostprocessConfig, postprocess_labels
+from pipeline.transforms.postprocess import (
+    PostprocessConfig,
+    PostprocessLabelsd,
+    postprocess_labels,
+)
 from pipeline.workflows.checkpoint_evaluation import segment_records
 
 # Equivalent sphere diameters 0, 2.7, 3.9, 5.0, 6.2, 7.8 and 9.8 mm: all below the 10 mm
@@ -86,12 +91,19 @@ def choose_min_tumour_size(rows: Sequence[Mapping[str, Any]]) -> float:
     )
 
 
+def _with_size_filter_off(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded settings, saying what the masks were made with."""
+    postprocess = {**settings.get("postprocess", {}), "min_tumour_mm3": 0.0}
+    return {**settings, "min_tumour_mm3": 0.0, "postprocess": postprocess}
+
+
 def tune_min_tumour_size(
-    ckpt: str | os.PathLike,
+    predictor: ScanPredictor,
     datalist: Mapping[str, Sequence[Mapping[str, Any]]],
     out_dir: str | os.PathLike,
-    predictor_settings: Mapping[str, Any],
     *,
+    checkpoint: str | os.PathLike | None = None,
+    settings: Mapping[str, Any] | None = None,
     label_map: Mapping[int, int] | None = None,
     candidates_mm3: Sequence[float] = DEFAULT_CANDIDATES_MM3,
     progress: bool = True,
@@ -99,10 +111,12 @@ def tune_min_tumour_size(
     """Segment the validation split with the size filter off and choose the size.
 
     Args:
-        ckpt: the weights.
+        predictor: the inference pipeline (common.yaml's ``predictor``); its
+            post-processing runs with ``min_tumour_mm3`` 0, everything else unchanged.
         datalist: records with ``image`` and ``label``; its ``validation`` split is used.
         out_dir: gets ``predictions/`` and ``postprocess.json``.
-        predictor_settings: inference.yaml ids from the training config (as evaluate.yaml).
+        checkpoint: the weights' file, recorded in ``postprocess.json``.
+        settings: the inference settings to record with the predictions.
         label_map: remapping of the reference labels (e.g. ``{5: 1}``).
         candidates_mm3: sizes to try.
         progress: show progress bars.
@@ -118,8 +132,19 @@ def tune_min_tumour_size(
     if not records:
         raise ValueError("the data set has no validation split to tune post-processing on")
     out = Path(out_dir)
-    settings = {**predictor_settings, "postprocess#min_tumour_mm3": 0.0}
-    predictions, _ = segment_records(ckpt, records, out, settings, progress=progress)
+    post = predictor.postprocessing
+    unfiltered = predictor.with_postprocessing(
+        post.with_config(min_tumour_mm3=0.0) if isinstance(post, PostprocessLabelsd) else post
+    )
+    predictions = out / "predictions"
+    segment_records(
+        unfiltered,
+        records,
+        predictions,
+        checkpoint=checkpoint,
+        settings=_with_size_filter_off(settings or {}),
+        progress=progress,
+    )
     cases = []
     for pair in pairs_from_datalist(records, predictions):
         if not pair.complete:
@@ -133,7 +158,7 @@ def tune_min_tumour_size(
         "chosen_by": "mean tumour Dice per case on the validation split (smallest size among ties)",
         "split": "validation",
         "cases": [name for name, *_ in cases],
-        "checkpoint": str(ckpt),
+        "checkpoint": str(checkpoint) if checkpoint else None,
         "table": rows,
     }
     write_json(result, out / "postprocess.json")

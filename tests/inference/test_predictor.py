@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_files import CONFIGS, configs
 from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer
 
@@ -21,9 +22,7 @@ from pipeline.inference.inferers import FlipTTAInferer
 from pipeline.io import save_nifti
 from pipeline.nets.networks import build_network
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
-INFERENCE = CONFIGS / "inference.yaml"
+INFERENCE = configs("common.yaml", "inference.yaml")
 TINY = {
     "channels": [4, 8, 16],
     "num_res_units": 1,
@@ -63,7 +62,7 @@ def _affine(orientation: str, spacing=SPACING) -> np.ndarray:
 
 def _parser(**overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(INFERENCE))
+    parser.read_config(INFERENCE)
     parser.update({**TINY, **overrides})
     return parser
 
@@ -357,7 +356,8 @@ def test_a_2d_slice_network_segments_a_volume_through_the_inference_overlay(tmp_
     ckpt = tmp_path / "unet2d.pt"
     torch.save(net.state_dict(), ckpt)
     parser = ConfigParser()
-    parser.read_config([str(INFERENCE), str(CONFIGS / "inference_slice2d.yaml")])
+    # The training overlay itself: it replaces ids by name, so it stacks on inference too.
+    parser.read_config([*INFERENCE, str(CONFIGS / "slice2d.yaml")])
     parser.update({**TINY, "ckpt": str(ckpt)})
     predictor = parser.get_parsed_content("predictor")
     image, _ = _ct()

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 import torch
+from bundle_files import TRAIN_QUICK
 from monai.bundle import ConfigParser
 
 from pipeline.nets.losses import build_loss
@@ -15,7 +15,6 @@ from pipeline.nets.networks import (
     network_parameter_count,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor" / "configs"
 TWO_D = {"unet2d", "flexunet2d"}
 # Tiny widths: SegResNet's group norm needs channels[0] divisible by 8.
 TINY = {"channels": (8, 16, 32, 64), "num_res_units": 1}
@@ -202,9 +201,9 @@ def test_network_parameter_count():
 
 
 def test_bundle_switches_network_and_loss_by_name():
-    # train.yaml + quick.yaml with --network_name / --loss_name overrides.
+    # common.yaml + train.yaml + quick.yaml with --network_name / --loss_name overrides.
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "quick.yaml")])
+    parser.read_config(TRAIN_QUICK)
     for name in ("unet", "attention_unet", "segresnet", "dynunet"):
         parser["network_name"] = name
         parser.parse()

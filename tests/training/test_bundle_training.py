@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from bundle_files import CONFIGS, TRAIN_QUICK, configs
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
-QUICK = [str(CONFIGS / "train.yaml"), str(CONFIGS / "quick.yaml")]
+QUICK = TRAIN_QUICK
 
 
 def _overrides(tmp: Path, **extra) -> dict:
@@ -111,13 +110,9 @@ def test_quick_training_from_the_command_line(tmp_path):
 
 
 def test_two_process_torchrun_on_cpu_only_rank0_writes(tmp_path):
-    configs = [
-        str(CONFIGS / "train.yaml"),
-        str(CONFIGS / "multi_gpu_train.yaml"),
-        str(CONFIGS / "quick.yaml"),
-    ]
+    files = configs("common.yaml", "train.yaml", "multi_gpu_train.yaml", "quick.yaml")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _run_training(tmp_path, launcher, configs, "--synthetic#n_cases", "6", "--val_fraction", "0.34")
+    _run_training(tmp_path, launcher, files, "--synthetic#n_cases", "6", "--val_fraction", "0.34")
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
     # One process writes: two TensorBoardStatsHandlers and the epoch report, one checkpoint.
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 3
@@ -206,7 +201,7 @@ def test_time_limit_stops_at_the_end_of_an_epoch(tmp_path):
     assert (tmp_path / "run" / "models" / "model.pt").exists()
 
 
-def _run_evaluate_config(tmp: Path, run_id: str, **extra) -> None:
+def _run_evaluate_config(tmp: Path, run_id: str, **extra) -> ConfigWorkflow:
     """Run ``run_id`` of evaluate.yaml on the quick model trained under ``tmp``."""
     workflow = ConfigWorkflow(
         config_file=[*QUICK, str(CONFIGS / "evaluate.yaml")],
@@ -218,20 +213,25 @@ def _run_evaluate_config(tmp: Path, run_id: str, **extra) -> None:
     )
     workflow.initialize()
     workflow.run()
+    return workflow
 
 
 def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
     _workflow(tmp_path).run()
-    _run_evaluate_config(tmp_path, "evaluating")
+    workflow = _run_evaluate_config(tmp_path, "evaluating")
     summary = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
-    # The quick data set has no test split: its one validation case is scored instead.
+    # The quick synthetic data set holds one test case, and the test split is scored.
     assert summary["n_cases"] == 1 and summary["n_failed"] == 0
     with open(tmp_path / "eval" / "report" / "metrics_per_case.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))
     assert summary["liver"]["dice"]["mean"] == pytest.approx(float(row["liver_dice"]))
     assert 0.0 < float(row["liver_dice"]) <= 1.0
     mask = next((tmp_path / "eval" / "predictions").glob("*_seg.nii.gz"))
-    reference = json.loads((tmp_path / "eval" / "cases.json").read_text())["test"][0]
+    # Scored in the same process: no records written to disk to be read back.
+    assert not (tmp_path / "eval" / "cases.json").exists()
+    (reference,) = workflow.parser.get_parsed_content("datalist")["test"]
+    case = json.loads(mask.with_name(mask.name.replace("_seg.nii.gz", ".json")).read_text())
+    assert Path(case["input"]).resolve() == Path(reference["image"]).resolve()
     import nibabel as nib
 
     assert nib.load(mask).shape == nib.load(reference["label"]).shape
@@ -246,10 +246,10 @@ def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
 
 def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path):
     _workflow(tmp_path).run()
-    _run_evaluate_config(tmp_path, "tuning")
+    workflow = _run_evaluate_config(tmp_path, "tuning")
     tuning = tmp_path / "eval" / "postprocess_tuning"
     result = json.loads((tuning / "postprocess.json").read_text())
-    validation = json.loads((tuning / "cases.json").read_text())["test"]
+    validation = workflow.parser.get_parsed_content("datalist")["validation"]
     assert result["split"] == "validation" and len(result["cases"]) == len(validation) == 1
     sizes = [row["min_tumour_mm3"] for row in result["table"]]
     assert sizes == [0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0]
@@ -258,4 +258,7 @@ def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path)
     assert chosen["tumour_dice_per_case"] == best
     # The masks were made with the size filter off, so that every size can be applied.
     run = json.loads((tuning / "predictions" / "run.json").read_text())
-    assert run["settings"]["postprocess#min_tumour_mm3"] == "0.0"
+    assert run["settings"]["postprocess"]["min_tumour_mm3"] == 0.0
+    # ... while the configured filter of evaluation and inference is left as it was.
+    configured = workflow.parser.get_parsed_content("predictor").postprocessing
+    assert configured.transform.config.min_tumour_mm3 == 10.0

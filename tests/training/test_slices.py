@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import torch
+from bundle_files import CONFIGS, configs
 from monai.bundle import ConfigWorkflow
 from monai.engines import IterationEvents
 from monai.inferers import SliceInferer
 
 from pipeline.nets.networks import build_network
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor" / "configs"
-SLICE_QUICK = [str(CONFIGS / name) for name in ("train.yaml", "quick.yaml", "slice2d.yaml")]
+SLICE_QUICK = configs("common.yaml", "train.yaml", "quick.yaml", "slice2d.yaml")
 
 
 def test_slice_inferer_runs_a_2d_network_over_axial_slices_to_a_3d_output():

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from bundle_files import configs
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import HistogramNormalize, ScaleIntensityRange
@@ -12,7 +11,6 @@ from monai.transforms import HistogramNormalize, ScaleIntensityRange
 from pipeline.data.datalist import discover_dataset
 from pipeline.transforms.intensity import MultiWindow, MultiWindowd
 
-CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "liver_tumor" / "configs"
 WINDOWS = [[-100, 400], [-1000, 1000]]
 
 
@@ -67,7 +65,7 @@ def test_invalid_inputs_raise():
 
 def _parser(*overlays: str) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / name) for name in ("train.yaml", *overlays)])
+    parser.read_config(configs("common.yaml", "train.yaml", *overlays))
     return parser
 
 
@@ -75,10 +73,10 @@ def test_multi_window_overlay_replaces_the_intensity_step_and_sets_in_channels(t
     # The overlay replaces the named `intensity` id, which the pre-processing references.
     base = _parser("quick.yaml")
     assert base["intensity"]["_target_"] == "ScaleIntensityRanged"
-    assert base["deterministic_transforms"].count("@intensity") == 1
+    assert base["preprocess_transforms"].count("@intensity") == 1
     parser = _parser("quick.yaml", "multi_window.yaml")
     parser.parse()
-    built = parser.get_parsed_content("deterministic_transforms")
+    built = parser.get_parsed_content("preprocess_transforms")
     assert not any(type(t).__name__ == "ScaleIntensityRanged" for t in built)
     assert sum(isinstance(t, MultiWindowd) for t in built) == 1
     assert parser.get_parsed_content("in_channels") == 2

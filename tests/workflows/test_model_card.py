@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
+from bundle_files import CONFIGS
 
 from pipeline.workflows.model_card import (
     CARD_END,
@@ -13,8 +13,6 @@ from pipeline.workflows.model_card import (
     quality_bars,
     record_results,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _summary(liver=0.96, tumour=0.65, by_size=None) -> dict:
@@ -49,7 +47,7 @@ def test_record_writes_metadata_and_the_card_table(tmp_path):
     report.mkdir()
     (report / "summary.json").write_text(json.dumps(_summary()))
     metadata = tmp_path / "metadata.json"
-    shutil.copy(ROOT / "bundles" / "liver_tumor" / "configs" / "metadata.json", metadata)
+    shutil.copy(CONFIGS / "metadata.json", metadata)
     card = tmp_path / "README.md"
     card.write_text(f"# card\n\nbefore\n{CARD_START}\nold table\n{CARD_END}\nafter\n")
     record_results(report, metadata, card, {"budget": "standard"})

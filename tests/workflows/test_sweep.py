@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bundle_files import TRAIN_QUICK
 
 from pipeline.workflows.sweep import main, run_measured
 from pipeline.workflows.sweep_grid import (
@@ -21,9 +22,7 @@ from pipeline.workflows.sweep_grid import (
 )
 from pipeline.workflows.sweep_tables import markdown_table, write_tables
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
-QUICK = str([str(CONFIGS / "train.yaml"), str(CONFIGS / "quick.yaml")])
+QUICK = str(TRAIN_QUICK)
 # Smaller than quick.yaml still: 12 mm voxels give volumes of about 35^3, so a 16^3
 # sliding window needs a few windows; start-up, not training, dominates the test's time.
 TINY = {

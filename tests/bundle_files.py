@@ -1,0 +1,18 @@
+"""Where the checkout and its bundle configs are, for every test (one place, no parents[N])."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
+REAL_CT = ROOT.parent / "shared" / "data" / "real_ct"
+
+
+def configs(*names: str) -> list[str]:
+    """Absolute paths of bundle configs, in the order given (as ``--config_file`` takes them)."""
+    return [str(CONFIGS / name) for name in names]
+
+
+TRAIN_QUICK = configs("common.yaml", "train.yaml", "quick.yaml")
+"""The quick training run of the tests: common.yaml, train.yaml, quick.yaml."""
