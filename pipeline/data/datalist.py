@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.data import partition_dataset
 
 from pipeline.names import NIFTI_SUFFIXES, natural_key, strip_nifti_suffix
 
@@ -60,7 +61,12 @@ class DiscoveredDataset:
     def split(
         self, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0
     ) -> dict[str, list[dict[str, Any]]]:
-        """Deterministic hold-out split (the datalist's own split when it has one)."""
+        """Deterministic hold-out split (the datalist's own split when it has one).
+
+        Counts by hand rather than ``monai.data.partition_dataset(ratios=...)``: a data
+        set of three or more cases always keeps at least one validation case, which
+        MONAI's rounding of ratios does not promise.
+        """
         if self.predefined_split is not None:
             return self.predefined_split
         order = _shuffled(self.cases, seed)
@@ -85,7 +91,8 @@ class DiscoveredDataset:
                 f"{n_folds} folds need at least {n_folds} cases, found {len(self.cases)}"
             )
         order = _shuffled(self.cases, seed)
-        folds = [order[i::n_folds] for i in range(n_folds)]
+        # Strided folds (case i in fold i mod K): sizes differ by one at most.
+        folds = partition_dataset(order, num_partitions=n_folds, shuffle=False)
         training = [case for i, part in enumerate(folds) if i != fold for case in part]
         return {"training": training, "validation": folds[fold], "test": []}
 

@@ -52,7 +52,6 @@ is applied in one place.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -60,9 +59,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage, stats
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from pipeline.evaluation.auc import tumour_auc
 from pipeline.evaluation.lesions import (
     LesionDetection,
     bounding_box,
@@ -78,8 +78,6 @@ __all__ = [
     "describe",
     "evaluate_case",
     "lesion_detection",
-    "rank_auc",
-    "roc_auc",
     "summarize",
     "surface_distances",
     "tumour_auc",
@@ -91,21 +89,11 @@ DICE_ONE_EMPTY = 0.0
 UNDEFINED = math.nan
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 HD_PERCENTILE = 95.0
-AUC_MAX_VOXELS = 2_000_000
-"""Above this many voxels in the AUC region, a fixed-seed random subset is used."""
-AUC_BBOX_MARGIN_MM = 10.0
-"""The AUC region is the reference-liver bounding box grown by this margin."""
-AUC_SEED = 0
 CLASSES = ("liver", "tumour")
 SUMMARY_KEYS = (
     "dice", "iou", "voe", "rvd", "assd", "mssd", "hd95", "nsd",
     "precision", "recall", "specificity", "accuracy", "vol_pred_ml", "vol_ref_ml",
 )  # fmt: skip
-
-try:  # sklearn is optional; the rank formula in rank_auc gives the same value.
-    _SKLEARN_METRICS: Any = importlib.import_module("sklearn.metrics")
-except ImportError:
-    _SKLEARN_METRICS = None
 
 
 def _ratio(num: float, den: float) -> float:
@@ -236,83 +224,6 @@ def class_metrics(
     out["nsd"] = float(np.count_nonzero(pooled <= nsd_tolerance_mm) / pooled.size)
     out["surface_defined"] = True
     return out
-
-
-def rank_auc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """ROC-AUC from the Mann-Whitney U statistic (average ranks, so a tie counts 1/2).
-
-    Args:
-        scores: Scores, higher meaning more likely positive.
-        labels: Binary labels of the same size.
-
-    Returns:
-        The AUC, NaN when there is no positive or no negative sample.
-    """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels, dtype=bool).ravel()
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores has shape {scores.shape}, labels has shape {labels.shape}")
-    n_pos = int(np.count_nonzero(labels))
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return UNDEFINED
-    ranks = stats.rankdata(scores)
-    u_stat = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u_stat / (n_pos * n_neg))
-
-
-def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """ROC-AUC with sklearn when installed, otherwise :func:`rank_auc`.
-
-    Args:
-        scores: Scores, higher meaning more likely positive.
-        labels: Binary labels of the same size.
-
-    Returns:
-        The AUC, NaN when there is no positive or no negative sample.
-    """
-    labels = np.asarray(labels, dtype=bool).ravel()
-    if _SKLEARN_METRICS is None or labels.all() or not labels.any():
-        return rank_auc(scores, labels)
-    return float(_SKLEARN_METRICS.roc_auc_score(labels, np.asarray(scores).ravel()))
-
-
-def tumour_auc(
-    tumour_prob: ArrayLike,
-    ref: np.ndarray,
-    spacing: Sequence[float],
-    max_voxels: int = AUC_MAX_VOXELS,
-) -> float:
-    """Voxel ROC-AUC of tumour probabilities around the reference liver.
-
-    The region is the reference-liver bounding box grown by ``AUC_BBOX_MARGIN_MM``:
-    the whole-volume AUC would be inflated by easy air and body voxels. Larger regions
-    are subsampled to ``max_voxels`` with a fixed seed so results are reproducible.
-
-    Args:
-        tumour_prob: Tumour probability per voxel, same shape as ``ref``.
-        ref: Reference label volume.
-        spacing: Voxel spacing in mm along the three array axes.
-        max_voxels: Subsampling threshold.
-
-    Returns:
-        The AUC, NaN when the reference has no liver, no tumour, or only tumour.
-    """
-    spacing = validate_pair(tumour_prob, ref, spacing)
-    ref = np.asarray(ref)
-    margin = [math.ceil(AUC_BBOX_MARGIN_MM / s) for s in spacing]
-    box = bounding_box(ref >= LIVER, margin=margin)
-    if box is None:
-        return UNDEFINED
-    scores = np.asarray(tumour_prob, dtype=np.float64)[box].ravel()
-    labels = (ref[box] == TUMOUR).ravel()
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("tumour_prob must be finite")
-    if labels.size > max_voxels:
-        rng = np.random.default_rng(AUC_SEED)
-        keep = np.sort(rng.choice(labels.size, size=max_voxels, replace=False))
-        scores, labels = scores[keep], labels[keep]
-    return roc_auc(scores, labels)
 
 
 @dataclass

@@ -179,6 +179,8 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
     n_tumour = int(np.count_nonzero(tumour_mask))
     n_liver = n_liver_tissue + n_tumour
 
+    # scipy, not scikit-image's regionprops: skimage is not a dependency, and the axial
+    # diameter in mm on an anisotropic, possibly oblique grid is not one of its properties.
     components, n_components = ndimage.label(tumour_mask, structure=_CONNECTIVITY_26)
     tumours: list[dict[str, Any]] = []
     for index, bbox in enumerate(ndimage.find_objects(components), start=1):

@@ -233,6 +233,9 @@ def postprocess_labels(
         structure = ball_structure(voxel_spacing, config.liver_closing_mm)
         mask = ndimage.binary_closing(mask, structure=structure)
     if config.fill_liver_holes:
+        # The holes of the liver mask (label >= 1) become liver. MONAI's FillHoles fills
+        # per label value instead: with applied_labels [1] a tumour inside the liver is a
+        # hole of label 1, and would be overwritten by liver.
         mask = ndimage.binary_fill_holes(mask)
         if config.fill_holes_axial:
             # A structure with no links across the axial axis makes scipy's fill work

@@ -1,4 +1,4 @@
-"""Known-answer tests for pipeline.evaluation.metrics (overlap, surface, burden, AUC, summaries)."""
+"""Known-answer tests for pipeline.evaluation.metrics (overlap, surface, burden, summaries)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,8 @@ from pipeline import LIVER, TUMOUR
 from pipeline.evaluation.metrics import (
     class_metrics,
     evaluate_case,
-    rank_auc,
-    roc_auc,
     summarize,
     surface_distances,
-    tumour_auc,
 )
 
 ANISO = (0.8, 0.8, 2.0)
@@ -299,43 +296,6 @@ def test_summary_pools_lesions_and_burden():
     assert sum(r["kind"] == "ref" for r in records) == 2
     assert all(r["case_id"] == "c1" for r in records)
     assert summary["burden"]["abs_error"]["mean"] == pytest.approx((128 - 72) / 24**3)
-
-
-# --- ROC-AUC -----------------------------------------------------------------------------
-
-
-def test_rank_auc_known_values():
-    labels = np.array([0, 0, 1, 1])
-    # Pairs (pos, neg): 0.35>0.1, 0.35<0.4, 0.8>0.1, 0.8>0.4 -> 3 of 4 ordered correctly.
-    assert rank_auc([0.1, 0.4, 0.35, 0.8], labels) == pytest.approx(0.75)
-    assert rank_auc([0.1, 0.2, 0.8, 0.9], labels) == 1.0
-    assert rank_auc([0.9, 0.8, 0.2, 0.1], labels) == 0.0
-    assert rank_auc([0.5, 0.5, 0.5, 0.5], labels) == 0.5
-    # One tie between a positive and a negative counts as half a correct pair.
-    assert rank_auc([0.1, 0.5, 0.5, 0.9], labels) == pytest.approx(3.5 / 4)
-    assert math.isnan(rank_auc([0.1, 0.2], [1, 1]))
-    assert roc_auc([0.1, 0.4, 0.35, 0.8], labels) == pytest.approx(0.75)
-
-
-def test_tumour_auc_uses_liver_region_and_subsamples_deterministically():
-    ref = _labels((40, 40, 40))
-    ref[5:20, 5:20, 10:16] = LIVER
-    ref[8:12, 8:12, 11:14] = TUMOUR
-    prob = (ref == TUMOUR).astype(np.float32) * 0.9
-    result = evaluate_case(ref, ref, ANISO, tumour_prob=prob)
-    assert result["tumour_auc"] == 1.0
-    # A hot spot far outside the liver box grown by 10 mm is ignored.
-    prob[38:, 38:, 38:] = 1.0
-    assert tumour_auc(prob, ref, ANISO) == 1.0
-    # Inside the box it costs exactly its share of wrongly ordered pairs.
-    prob[5:6, 5:6, 10:12] = 1.0  # two liver voxels outrank every tumour voxel
-    # Liver box grown by ceil(10 / 0.8) = 13 and ceil(10 / 2) = 5 voxels, clipped to the
-    # array: x and y 0..33, z 5..21. The 4 x 4 x 3 tumour gives 48 positives.
-    box_voxels, n_pos = 33 * 33 * 16, 48
-    assert tumour_auc(prob, ref, ANISO) == pytest.approx(1 - 2 / (box_voxels - n_pos))
-    first = tumour_auc(prob, ref, ANISO, max_voxels=5000)
-    assert first == tumour_auc(prob, ref, ANISO, max_voxels=5000)
-    assert math.isnan(evaluate_case(ref, ref, ANISO)["tumour_auc"])
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -3,14 +3,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from bundle_files import TRAIN_QUICK
 
-from pipeline.workflows.sweep import main, run_measured
+from pipeline.workflows.sweep import main
 from pipeline.workflows.sweep_grid import (
     GridSpecError,
     grid_points,
@@ -145,26 +144,6 @@ def test_dry_run_lists_default_grid_without_running(tmp_path, capsys):
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 8  # batch_size x epochs x learning_rate, two values each
     assert not (tmp_path / "s").exists()
-
-
-# ---- measuring a process -----------------------------------------------------------------------
-def test_peak_memory_belongs_to_each_process_alone(tmp_path):
-    big = run_measured(
-        [sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
-        tmp_path / "big.log",
-    )
-    small = run_measured([sys.executable, "-c", "pass"], tmp_path / "small.log")
-    assert big.returncode == small.returncode == 0
-    assert big.peak_memory_mb > 200
-    assert 0 < small.peak_memory_mb < 100  # not the earlier child's peak
-    assert big.seconds > 0
-
-
-def test_exit_code_and_timeout(tmp_path):
-    failed = run_measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "a.log")
-    assert failed.returncode == 3
-    with pytest.raises(TimeoutError):
-        run_measured([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "b", 0.5)
 
 
 # ---- tables ------------------------------------------------------------------------------------
