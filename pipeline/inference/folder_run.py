@@ -9,9 +9,11 @@ leaves no half-written mask, and a re-run skips the finished cases unless ``over
 Outputs in ``output_dir``:
 
 * ``<case>_seg.nii.gz``: uint8 labels on the scan's grid (a NIfTI scan's own header);
-* ``<case>.json``: quantification, stage times, checkpoint SHA-256 and settings;
+* ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings;
 * ``quantification.csv``: one row per segmented case;
 * ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
+* ``warnings.csv``: case, input, warning (a cascade that found no liver, or a liver cut
+  by the scan's edge: the mask is written, but look at it);
 * ``run.json``: what was run, on what, with which checkpoint, and the counts.
 """
 
@@ -40,8 +42,10 @@ from pipeline.io import atomic_path, save_label_map_like, save_nifti, write_json
 
 logger = logging.getLogger(__name__)
 
-TIMING_COLUMNS = ("case", *STAGES, "quantify", "save", "total")
+# "locate": the whole first stage of a cascade (empty for a single-stage model).
+TIMING_COLUMNS = ("case", "locate", *STAGES, "quantify", "save", "total")
 FAILURE_COLUMNS = ("case", "input", "error")
+WARNING_COLUMNS = ("case", "input", "warning")
 
 
 @dataclass
@@ -52,6 +56,7 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
+    warned: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -160,6 +165,7 @@ class FolderRun:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "checkpoint_sha256": self._checkpoint_sha256,
             "settings": self.settings,
+            "warnings": list(prediction.warnings),
             "pipeline_version": __version__,
         }
         # The JSON goes last: its presence marks the case as finished.
@@ -225,6 +231,12 @@ class FolderRun:
             [{"case": r["case"], **r["seconds"]} for r in records],
         )
         _write_csv(self.output_dir / "failures.csv", FAILURE_COLUMNS, summary.failed)
+        summary.warned = [
+            {"case": r["case"], "input": r["input"], "warning": warning}
+            for r in records
+            for warning in r.get("warnings", [])
+        ]
+        _write_csv(self.output_dir / "warnings.csv", WARNING_COLUMNS, summary.warned)
         write_json(
             {
                 "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
@@ -236,6 +248,7 @@ class FolderRun:
                 "done": summary.done,
                 "skipped": summary.skipped,
                 "failed": summary.failed,
+                "warnings": summary.warned,
                 "pipeline_version": __version__,
             },
             self.output_dir / "run.json",
@@ -251,6 +264,8 @@ class FolderRun:
             f"inference: {len(summary.done)} segmented, {len(summary.skipped)} already done, "
             f"{len(summary.failed)} failed -> {self.output_dir}"
         )
+        for warned in summary.warned:
+            print(f"  WARNING {warned['input']}: {warned['warning']}")
         if summary.failed:
             for failure in summary.failed:
                 print(f"  FAILED {failure['input']}: {failure['error']}")

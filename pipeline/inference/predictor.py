@@ -52,16 +52,20 @@ class Prediction:
         probabilities: float32 (3, X, Y, Z) class probabilities on the scan's grid, when
             requested; None otherwise.
         seconds: wall time per stage.
+        warnings: what the user should know about this result (a cascade that found no
+            liver, a liver cut by the scan's edge); recorded in the case's JSON.
     """
 
     labels: np.ndarray
     affine: np.ndarray
     probabilities: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` block to ``seconds[stage]``."""
     start = time.perf_counter()
     try:
         yield
@@ -143,15 +147,29 @@ class ScanPredictor:
     def predict(self, scan: Scan) -> Prediction:
         """Segment ``scan``; the result lies on the scan's grid, voxel for voxel."""
         seconds: dict[str, float] = {}
-        with _timed(seconds, "load"):
+        with timed(seconds, "load"):
             data = self.load(scan)
-            original_affine = np.asarray(data["image"].affine, dtype=np.float64)
-            original_shape = tuple(data["image"].shape[1:])
-        with _timed(seconds, "preprocess"):
+        return self.predict_loaded(data, scan, seconds)
+
+    def predict_loaded(
+        self, data: dict[str, Any], scan: Scan, seconds: dict[str, float] | None = None
+    ) -> Prediction:
+        """Segment a scan already read by :meth:`load` (a cascade reads it once).
+
+        Args:
+            data: ``{"image": MetaTensor, ...}`` as :meth:`load` returns it; further keys
+                (a cascade's liver box) go through the pre-processing with the image.
+            scan: the scan, for error messages.
+            seconds: stage times so far; this adds its own stages.
+        """
+        seconds = {} if seconds is None else seconds
+        original_affine = np.asarray(data["image"].affine, dtype=np.float64)
+        original_shape = tuple(data["image"].shape[1:])
+        with timed(seconds, "preprocess"):
             data = self.preprocessing(data)
-        with _timed(seconds, "network"):
+        with timed(seconds, "network"):
             probabilities = self._run_network(data["image"])
-        with _timed(seconds, "invert"):
+        with timed(seconds, "invert"):
             labels = MetaTensor(
                 torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8),
                 meta=dict(data["image"].meta),
@@ -163,7 +181,7 @@ class ScanPredictor:
             if self.keep_probabilities:
                 data["prob"] = MetaTensor(probabilities, meta=dict(data["image"].meta))
                 prob_out = np.asarray(self._invert_probabilities(data)["prob"], np.float32)
-        with _timed(seconds, "postprocess"):
+        with timed(seconds, "postprocess"):
             if self.postprocessing is not None:
                 inverted = self.postprocessing({"pred": inverted})["pred"]
             result = np.asarray(torch.as_tensor(inverted)[0].round().cpu().numpy(), np.uint8)

@@ -1,0 +1,123 @@
+"""Two-stage liver-to-tumour cascade: find the liver coarsely, then segment inside its box.
+
+A single network that sees the whole abdomen at 2 mm spends most of its steps outside the
+liver, and a 5-9 mm lesion is two to four voxels across. The cascade (the approach of
+nnU-Net's cascade and of TotalSegmentator's liver-lesion task) splits the job:
+
+1. the **locator** (a :class:`~pipeline.inference.predictor.ScanPredictor` at about 4 mm)
+   segments the whole scan; its liver (label >= 1, largest component) gives the box;
+2. the **refiner** (a ScanPredictor at a finer voxel size, trained on liver boxes) reads
+   the same loaded scan with the locator's liver as the ``liver_box`` key; its
+   pre-processing (``configs/cascade.yaml``) crops image and box to the box plus a margin,
+   and its inversion pads the result back onto the scan's grid (background outside).
+
+The scan is read once. A scan in which the locator finds no liver gets an empty mask and
+a warning, never an exception; a liver that touches the scan's edge (a field of view
+that cuts it) gets a warning too. Both warnings go into the case's JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from pipeline.inference.predictor import Prediction, ScanPredictor, timed
+from pipeline.inference.scans import Scan
+from pipeline.labels import LIVER
+
+logger = logging.getLogger(__name__)
+
+BOX_KEY = "liver_box"
+"""The data key of the locator's liver mask, which the refiner's pre-processing crops to."""
+
+
+def edge_axes(mask: np.ndarray) -> list[int]:
+    """The array axes along which ``mask`` touches the first or last slice."""
+    touching = []
+    for axis in range(mask.ndim):
+        first = np.take(mask, 0, axis=axis)
+        last = np.take(mask, mask.shape[axis] - 1, axis=axis)
+        if first.any() or last.any():
+            touching.append(axis)
+    return touching
+
+
+class CascadePredictor:
+    """Runs the locator on the whole scan and the refiner inside the liver's box.
+
+    Args:
+        locator: the coarse whole-scan predictor (its post-processing should keep the
+            largest liver component, so one stray blob does not widen the box).
+        refiner: the fine predictor; its pre-processing must crop to ``BOX_KEY``.
+        min_liver_ml: a located liver smaller than this counts as no liver (an adult
+            liver is 1-2.5 L; a few mL are a false positive, not a liver).
+    """
+
+    def __init__(
+        self, locator: ScanPredictor, refiner: ScanPredictor, min_liver_ml: float = 100.0
+    ) -> None:
+        if min_liver_ml < 0:
+            raise ValueError(f"min_liver_ml must be >= 0, got {min_liver_ml}")
+        self.locator = locator
+        self.refiner = refiner
+        self.min_liver_ml = float(min_liver_ml)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the refiner's network runs."""
+        return self.refiner.device
+
+    @property
+    def postprocessing(self) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        """The refiner's post-processing (what tuning varies)."""
+        return self.refiner.postprocessing
+
+    def with_postprocessing(
+        self, postprocessing: Callable[[dict[str, Any]], dict[str, Any]] | None
+    ) -> CascadePredictor:
+        """The same cascade with other post-processing of the refiner's output."""
+        changed = copy.copy(self)
+        changed.refiner = self.refiner.with_postprocessing(postprocessing)
+        return changed
+
+    def predict(self, scan: Scan) -> Prediction:
+        """Segment ``scan`` in two stages; the result lies on the scan's grid."""
+        seconds: dict[str, float] = {}
+        with timed(seconds, "load"):
+            data = self.refiner.load(scan)
+        image = data["image"]
+        affine = np.asarray(image.affine, dtype=np.float64)
+        with timed(seconds, "locate"):
+            # A copy: the locator's transforms must not add to the image's transform
+            # history, which the refiner's inversion reads.
+            located = self.locator.predict_loaded({"image": image.clone()}, scan)
+        liver = located.labels >= LIVER
+        liver_ml = float(np.count_nonzero(liver)) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
+        if liver_ml < self.min_liver_ml:
+            message = (
+                f"stage 1 found no liver ({liver_ml:.0f} mL located, under "
+                f"{self.min_liver_ml:g} mL): the mask is empty"
+            )
+            logger.warning("%s: %s", scan.path, message)
+            empty = np.zeros(located.labels.shape, dtype=np.uint8)
+            return Prediction(empty, affine, None, seconds, [message])
+        warnings = []
+        cut = edge_axes(liver)
+        if cut:
+            warnings.append(
+                f"the located liver touches the scan's edge (array axes {cut}): the field "
+                "of view may cut the liver, and its volume is then too small"
+            )
+            logger.warning("%s: %s", scan.path, warnings[-1])
+        data[BOX_KEY] = MetaTensor(
+            torch.from_numpy(liver[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
+        )
+        prediction = self.refiner.predict_loaded(data, scan, seconds)
+        prediction.warnings.extend(warnings)
+        return prediction

@@ -1,0 +1,125 @@
+"""The two-stage cascade (pipeline/inference/cascade.py) with known-answer networks."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_files import configs
+from monai.bundle import ConfigParser
+from monai.inferers import SimpleInferer
+from monai.transforms import Compose
+
+from pipeline.inference.cascade import CascadePredictor, edge_axes
+from pipeline.inference.folder_run import FolderRun
+from pipeline.inference.predictor import ScanPredictor
+from pipeline.inference.scans import Scan
+from pipeline.io import save_nifti
+
+SPACING = (0.8, 0.9, 2.5)
+SHAPE = (40, 36, 12)
+
+
+class BrightIsLiver(torch.nn.Module):
+    """Liver wherever the windowed intensity exceeds 0.5 (HU 150)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 40.0 * (x - 0.5), torch.full_like(x, -100.0)], 1)
+
+
+class TumourEverywhere(torch.nn.Module):
+    """Tumour in every voxel it is shown: its output marks exactly the box it was given."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), torch.zeros_like(x), torch.ones_like(x)], 1)
+
+
+def _lps_affine() -> np.ndarray:
+    affine = np.diag([-SPACING[0], -SPACING[1], SPACING[2], 1.0])
+    affine[:3, 3] = (30.0, -12.0, 100.0)
+    return affine
+
+
+def _scan(tmp_path, block: tuple[slice, ...] | None) -> Scan:
+    image = np.full(SHAPE, -1000, dtype=np.int16)
+    image[2:-2, 2:-2, 1:-1] = 0  # the body
+    if block is not None:
+        image[block] = 300
+    path = save_nifti(image, _lps_affine(), tmp_path / "case.nii.gz")
+    return Scan("case", path, "nifti")
+
+
+def _cascade(margin_mm: float = 2.0) -> CascadePredictor:
+    """Both stages at the scan's own spacing, so every box is known to the voxel."""
+    parser = ConfigParser()
+    parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml"))
+    parser.update(
+        {"pixdim": list(SPACING), "locator#pixdim": list(SPACING), "liver_box_margin_mm": margin_mm}
+    )
+    loading = Compose(parser.get_parsed_content("load_transforms"))
+    locator = ScanPredictor(
+        BrightIsLiver(),
+        loading,
+        parser.get_parsed_content("locator#predictor#preprocessing"),
+        SimpleInferer(),
+        parser.get_parsed_content("locator#predictor#postprocessing"),
+    )
+    refiner = ScanPredictor(
+        TumourEverywhere(),
+        loading,
+        Compose(parser.get_parsed_content("preprocess_transforms")),
+        SimpleInferer(),
+    )
+    return CascadePredictor(locator, refiner, min_liver_ml=0.05)
+
+
+def test_the_refiner_sees_exactly_the_located_liver_box_plus_the_margin(tmp_path):
+    block = (slice(8, 20), slice(10, 30), slice(3, 8))
+    prediction = _cascade(margin_mm=2.0).predict(_scan(tmp_path, block))
+    assert prediction.labels.shape == SHAPE and prediction.warnings == []
+    # 2 mm is ceil(2 / 0.8) = 3, ceil(2 / 0.9) = 3 and ceil(2 / 2.5) = 1 voxels; the LPS
+    # scan is flipped to RAS and back, which maps a box onto the same voxels.
+    expected = np.zeros(SHAPE, dtype=np.uint8)
+    expected[5:23, 7:33, 2:9] = 2
+    np.testing.assert_array_equal(prediction.labels, expected)
+    assert {"load", "locate", "preprocess", "network", "invert"} <= set(prediction.seconds)
+
+
+def test_no_liver_gives_an_empty_mask_and_a_warning_in_the_case_json(tmp_path):
+    scan = _scan(tmp_path, block=None)
+    summary = FolderRun(_cascade(), [scan], tmp_path / "out", progress=False).run()
+    assert summary.done == ["case"] and not summary.failed
+    mask = nib.load(tmp_path / "out" / "case_seg.nii.gz")
+    assert mask.shape == SHAPE and not np.asarray(mask.dataobj).any()
+    record = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert len(record["warnings"]) == 1 and "found no liver" in record["warnings"][0]
+    with open(tmp_path / "out" / "warnings.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["case"] == "case" and "found no liver" in row["warning"]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["warnings"][0]["case"] == "case"
+
+
+def test_a_liver_cut_by_the_field_of_view_is_segmented_with_a_warning(tmp_path):
+    block = (slice(8, 20), slice(10, 30), slice(0, 5))  # the first axial slice holds liver
+    prediction = _cascade().predict(_scan(tmp_path, block))
+    (warning,) = prediction.warnings
+    assert "touches the scan's edge (array axes [2])" in warning
+    assert prediction.labels[8:20, 10:30, 0:5].min() == 2
+
+
+def test_edge_axes_names_each_axis_a_mask_touches():
+    mask = np.zeros((5, 6, 7), dtype=bool)
+    assert edge_axes(mask) == []
+    mask[2, 3, 3] = True
+    assert edge_axes(mask) == []
+    mask[4, 0, 3] = True
+    assert edge_axes(mask) == [0, 1]
+
+
+def test_negative_min_liver_is_refused():
+    with pytest.raises(ValueError, match="min_liver_ml"):
+        CascadePredictor(None, None, min_liver_ml=-1)  # type: ignore[arg-type]

@@ -1,0 +1,114 @@
+"""The cascade as a user runs it: the locator and the refiner are each trained by
+``run training`` with their overlay, ``run inference`` with cascade.yaml runs both stages
+on a folder, and ``run evaluating`` scores the cascade, on tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_files import CONFIGS, configs
+from monai.bundle import ConfigWorkflow
+
+from pipeline.inference.cascade import CascadePredictor
+
+# quick.yaml, stacked after cascade.yaml, makes both stages tiny: the locator at 12 mm,
+# the refiner at 6 mm (twice as fine, as in real use); a 12 mm margin is 2 voxels.
+MARGIN = {"liver_box_margin_mm": 12.0}
+
+
+def _workflow(files: list[str], run_id: str, **overrides) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        **overrides,
+    )
+    workflow.initialize()
+    return workflow
+
+
+@pytest.mark.slow
+def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_path):
+    data = {"synthetic_dir": str(tmp_path / "synthetic"), "epochs": 1}
+    _workflow(
+        configs("common.yaml", "train.yaml", "quick.yaml", "locator.yaml"),
+        "training",
+        output_dir=str(tmp_path / "locator"),
+        ckpt_dir=str(tmp_path / "locator" / "models"),
+        **data,
+    ).run()
+    locator_ckpt = tmp_path / "locator" / "models" / "model.pt"
+    assert locator_ckpt.is_file()
+
+    refiner_files = configs("common.yaml", "train.yaml", "cascade.yaml", "quick.yaml")
+    trained = _workflow(
+        refiner_files,
+        "training",
+        output_dir=str(tmp_path / "refiner"),
+        ckpt_dir=str(tmp_path / "refiner" / "models"),
+        **data,
+        **MARGIN,
+    )
+    # Training crops come from the reference liver's box: no crop holds more than the box.
+    box = trained.parser.get_parsed_content("validate#preprocessing")
+    record = trained.parser.get_parsed_content("datalist")["validation"][0]
+    cropped = box(dict(record))
+    label = np.asarray(cropped["label"][0])
+    margin = int(np.ceil(12.0 / 6.0))
+    for axis in range(3):  # the liver starts and ends `margin` voxels inside the crop
+        profile = np.flatnonzero(label.any(axis=tuple(a for a in range(3) if a != axis)))
+        assert profile[0] <= margin and label.shape[axis] - 1 - profile[-1] <= margin
+        assert label.shape[axis] <= profile[-1] - profile[0] + 1 + 2 * margin
+    assert "liver_box" not in cropped
+    trained.run()
+    refiner_ckpt = tmp_path / "refiner" / "models" / "model.pt"
+
+    # Inference: both stages, the refiner's mask written back on each scan's grid.
+    inference = _workflow(
+        configs("common.yaml", "inference.yaml", "cascade.yaml", "quick.yaml"),
+        "inference",
+        ckpt=str(refiner_ckpt),
+        input_dir=str(tmp_path / "synthetic"),
+        output_dir=str(tmp_path / "masks"),
+        progress=False,
+        **{"locator#ckpt": str(locator_ckpt)},
+        **MARGIN,
+    )
+    assert isinstance(inference.parser.get_parsed_content("predictor"), CascadePredictor)
+    inference.run()
+    run_json = json.loads((tmp_path / "masks" / "run.json").read_text())
+    assert run_json["failed"] == [] and len(run_json["done"]) == 4
+    case = json.loads(next((tmp_path / "masks").glob("volume-*.json")).read_text())
+    assert case["settings"]["cascade"]["locator_checkpoint"] == str(locator_ckpt)
+    assert case["seconds"]["locate"] > 0
+    mask_file = tmp_path / "masks" / f"{case['case']}_seg.nii.gz"
+    image = tmp_path / "synthetic" / f"{case['case']}.nii.gz"
+    assert nib.load(mask_file).shape == nib.load(image).shape
+    np.testing.assert_allclose(nib.load(mask_file).affine, nib.load(image).affine, atol=1e-5)
+
+    # Evaluation with the same stack scores the cascade (same masks as inference).
+    evaluating = _workflow(
+        [*refiner_files, str(CONFIGS / "evaluate.yaml")],
+        "evaluating",
+        output_dir=str(tmp_path / "refiner"),
+        ckpt_dir=str(tmp_path / "refiner" / "models"),
+        eval_dir=str(tmp_path / "eval"),
+        progress=False,
+        **{"locator#ckpt": str(locator_ckpt)},
+        **data,
+        **MARGIN,
+    )
+    evaluating.run()
+    summary = json.loads((tmp_path / "eval" / "report" / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and summary["n_failed"] == 0
+    (scored,) = (tmp_path / "eval" / "predictions").glob("*_seg.nii.gz")
+    np.testing.assert_array_equal(
+        np.asarray(nib.load(scored).dataobj),
+        np.asarray(nib.load(tmp_path / "masks" / scored.name).dataobj),
+    )
