@@ -146,14 +146,17 @@ def _sim2real(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipeline.workflows.sim2real import default_cases, run_sim2real
+    from pipeline.workflows.sweep_grid import parse_settings
 
     cases = default_cases(Path(args.real_ct))
-    record = run_sim2real(args.ckpt, args.out, args.overlay or [], cases=cases)
+    overrides = parse_settings(args.settings)
+    record = run_sim2real(args.ckpt, args.out, args.overlay or [], cases=cases, **overrides)
     for case in record["cases"]:
         print(
             f"{case['case']}: liver Dice {case['liver_dice']:.3f}, "
             f"volume {case['liver_volume_pred_ml']:.0f} mL (reference "
-            f"{case['liver_volume_ref_ml']:.0f} mL), figure {case['figure']}"
+            f"{case['liver_volume_ref_ml']:.0f} mL), {case['tumours_predicted']} tumour(s) "
+            f"predicted ({case['tumour_volume_predicted_ml']:.1f} mL), figure {case['figure']}"
         )
     return 0
 
@@ -272,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of the real CTs with liver labels (default: ../shared/data/real_ct, "
         "beside the repository root)",
     )
+    sim2real.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", dest="settings",
+        help="config ids, e.g. locator#ckpt=runs/demo/locator/models/model.pt for the cascade",
+    )  # fmt: skip
     sim2real.set_defaults(func=_sim2real)
 
     visibility = sub.add_parser(

@@ -77,25 +77,28 @@ python -m monai.bundle run training \
 cat "$TRAIN/metrics.csv"
 
 EVALUATE="$(config_list common.yaml train.yaml "${MODEL[@]}" evaluate.yaml)"
-echo "[demo] 3/6 choosing the tumour size filter on the validation split"
+echo "[demo] 3/6 choosing the false-tumour controls on the validation split"
 python -m monai.bundle run tuning --config_file "$EVALUATE" "${STAGE[@]}" \
   --dataset_dir "$DATA" --output_dir "$TRAIN" --ckpt_dir "$TRAIN/models" \
   --eval_dir "$DEMO_DIR/eval"
-MIN_TUMOUR=$(python -c "import json, sys; print(json.load(open(sys.argv[1]))['min_tumour_mm3'])" \
-  "$DEMO_DIR/eval/postprocess_tuning/postprocess.json")
+TUNED="$DEMO_DIR/eval/postprocess_tuning/postprocess.json"
+tuned() { python -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$TUNED" "$1"; }
+MIN_TUMOUR=$(tuned min_tumour_mm3)
+CONTROLS=(--min_tumour_mm3 "$MIN_TUMOUR" --min_lesion_mean_prob "$(tuned min_lesion_mean_prob)"
+  --min_case_max_prob "$(tuned min_case_max_prob)")
 
 echo "[demo] 4/6 inference on the held-out test split"
 python -m monai.bundle run inference \
   --config_file "$(config_list common.yaml inference.yaml "${MODEL[@]}")" "${STAGE[@]}" \
   --input_dir "$DATA/datalist.json" --output_dir "$DEMO_DIR/eval/predictions" \
-  --ckpt "$TRAIN/models/model.pt" --overwrite True --min_tumour_mm3 "$MIN_TUMOUR"
+  --ckpt "$TRAIN/models/model.pt" --overwrite True "${CONTROLS[@]}"
 cat "$DEMO_DIR/eval/predictions/quantification.csv"
 
 # The evaluation scores the masks just written (same checkpoint and settings).
 echo "[demo] 5/6 evaluation of the test split and report"
 python -m monai.bundle run evaluating --config_file "$EVALUATE" "${STAGE[@]}" \
   --dataset_dir "$DATA" --output_dir "$TRAIN" --ckpt_dir "$TRAIN/models" \
-  --eval_dir "$DEMO_DIR/eval" --min_tumour_mm3 "$MIN_TUMOUR" --reuse_predictions True
+  --eval_dir "$DEMO_DIR/eval" "${CONTROLS[@]}" --reuse_predictions True
 
 echo "[demo] 6/6 quality bars"
 # Which test lesions of 10 mm or more were found, by size and contrast-to-noise ratio.
@@ -108,7 +111,8 @@ if [ "$RECORD" = 1 ]; then
   RECORD_ARGS=(--metadata "$CONFIGS/metadata.json" --card bundles/liver_tumor/docs/README.md)
 fi
 liver-tumor record --report "$DEMO_DIR/eval/report" "${RECORD_ARGS[@]}" --run \
-  "budget=$DEMO_BUDGET" "model=$DEMO_MODEL" "cases=$CASES" "min_tumour_mm3=$MIN_TUMOUR" "date=$(date -u +%Y-%m-%d)" \
+  "budget=$DEMO_BUDGET" "model=$DEMO_MODEL" "cases=$CASES" "min_tumour_mm3=$MIN_TUMOUR" \
+  "min_lesion_mean_prob=$(tuned min_lesion_mean_prob)" "min_case_max_prob=$(tuned min_case_max_prob)" "date=$(date -u +%Y-%m-%d)" \
   "demo_minutes_before_report=$(( SECONDS_USED / 60 ))" \
   "cpus=$(nproc)" "device=$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
 echo "[demo] done in $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"

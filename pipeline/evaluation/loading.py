@@ -6,6 +6,7 @@ post-processing tuning, so a pair is read, checked and remapped in exactly one w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,18 @@ def _to_labels(data: np.ndarray, path: Path, label_map: Mapping[int, int] | None
             f"2 (tumour); give a label map (e.g. --label-map 5:1 for TotalSegmentator)"
         )
     return data.astype(np.uint8)
+
+
+def read_label_map(
+    path: str | os.PathLike, label_map: Mapping[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A reference label map as uint8 0..2 (remapped when a map is given) and its affine.
+
+    Raises:
+        ValueError: not 3D, non-integer values, or labels outside 0..2 without a map.
+    """
+    data, image = _read_labels(Path(path))
+    return _to_labels(data, Path(path), label_map), np.asarray(image.affine, dtype=np.float64)
 
 
 def check_label_map(label_map: Mapping[int, int] | None, name: str) -> dict[int, int] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,14 @@ class PredictResult:
         quantification: liver volume, tumours (volume, diameter, centroid), burden
             (see :func:`pipeline.inference.quantify.quantify`).
         seconds: wall time per stage.
+        warnings: what to look at (a cascade that found no liver, a liver at the edge).
     """
 
     labels: np.ndarray
     affine: np.ndarray
     quantification: dict[str, Any]
     seconds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
 
 
 def build_predictor(
@@ -115,4 +117,5 @@ def predict(
         prediction.affine,
         quantify(prediction.labels, prediction.affine),
         prediction.seconds,
+        list(prediction.warnings),
     )

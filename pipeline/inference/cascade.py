@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from pipeline.inference.predictor import Prediction, ScanPredictor, timed
+from pipeline.inference.predictor import PendingScan, Prediction, ScanPredictor, timed
 from pipeline.inference.scans import Scan
 from pipeline.labels import LIVER
+from pipeline.transforms.lesion_filter import LesionFilter
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ class CascadePredictor:
 
     def predict(self, scan: Scan) -> Prediction:
         """Segment ``scan`` in two stages; the result lies on the scan's grid."""
+        return self.begin(scan).finish()
+
+    def begin(self, scan: Scan) -> PendingScan:
+        """Both stages' networks on ``scan``; labels come from ``.finish(...)``."""
         seconds: dict[str, float] = {}
         with timed(seconds, "load"):
             data = self.refiner.load(scan)
@@ -106,7 +111,7 @@ class CascadePredictor:
             )
             logger.warning("%s: %s", scan.path, message)
             empty = np.zeros(located.labels.shape, dtype=np.uint8)
-            return Prediction(empty, affine, None, seconds, [message])
+            return PendingScan(lambda _: Prediction(empty, affine, None, dict(seconds), [message]))
         warnings = []
         cut = edge_axes(liver)
         if cut:
@@ -118,6 +123,11 @@ class CascadePredictor:
         data[BOX_KEY] = MetaTensor(
             torch.from_numpy(liver[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
         )
-        prediction = self.refiner.predict_loaded(data, scan, seconds)
-        prediction.warnings.extend(warnings)
-        return prediction
+        output = self.refiner.forward(data, seconds)
+
+        def finish(lesion_filter: LesionFilter | None) -> Prediction:
+            prediction = self.refiner.finish(output, scan, dict(seconds), lesion_filter)
+            prediction.warnings.extend(warnings)
+            return prediction
+
+        return PendingScan(finish, output)

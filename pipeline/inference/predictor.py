@@ -13,6 +13,7 @@ probabilities of three classes at 512 x 512 x N costs more than the network on a
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,7 @@ from pipeline.inference.scans import (
     check_nifti_header,
     describe_error,
 )
+from pipeline.transforms.lesion_filter import LesionFilter
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,59 @@ class Prediction:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class NetworkOutput:
+    """One network pass over a scan, before labels: what :meth:`ScanPredictor.finish` needs.
+
+    Attributes:
+        data: the pre-processed data dict (its image carries the transforms to invert).
+        probabilities: float32 (C, X, Y, Z) softmax output on the network's grid, on the CPU.
+        original_affine: the scan's affine as loaded.
+        original_shape: the scan's spatial shape as loaded.
+    """
+
+    data: dict[str, Any]
+    probabilities: torch.Tensor
+    original_affine: np.ndarray
+    original_shape: tuple[int, ...]
+
+
+class PendingScan:
+    """A scan whose network pass is done; :meth:`finish` makes its labels (as often as asked).
+
+    Args:
+        finish: labels from the stored network output with a given lesion filter (None:
+            the predictor's own).
+        output: the network output, when there is one (a cascade that found no liver
+            has none): :meth:`key` tells lesion filters with the same effect apart.
+    """
+
+    def __init__(
+        self,
+        finish: Callable[[LesionFilter | None], Prediction],
+        output: NetworkOutput | None = None,
+    ) -> None:
+        self._finish = finish
+        self._output = output
+
+    def finish(self, lesion_filter: LesionFilter | None = None) -> Prediction:
+        """The prediction, with ``lesion_filter`` instead of the predictor's own if given."""
+        return self._finish(lesion_filter)
+
+    def key(self, lesion_filter: LesionFilter) -> str:
+        """Equal for two filters that leave the same labels on the network's grid.
+
+        Cheap next to :meth:`finish` (no inversion, no post-processing), so tuning
+        finishes each distinct label map once.
+        """
+        if self._output is None:
+            return "no network output"
+        probabilities = self._output.probabilities
+        labels = torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8)
+        filtered = lesion_filter(labels, probabilities)
+        return hashlib.sha1(filtered.numpy().tobytes()).hexdigest()
+
+
 @contextmanager
 def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     """Add the wall time of the ``with`` block to ``seconds[stage]``."""
@@ -89,6 +144,8 @@ class ScanPredictor:
         device: where the network runs.
         amp: autocast on CUDA (ignored on CPU).
         keep_probabilities: also return class probabilities on the scan's grid (costly).
+        lesion_filter: confidence rules applied on the network's grid before inversion
+            (:class:`~pipeline.transforms.lesion_filter.LesionFilter`; default: off).
     """
 
     def __init__(
@@ -101,6 +158,7 @@ class ScanPredictor:
         device: str | torch.device = "cpu",
         amp: bool = False,
         keep_probabilities: bool = False,
+        lesion_filter: LesionFilter | None = None,
     ) -> None:
         self.network = network.eval()
         self.loading = loading
@@ -116,6 +174,7 @@ class ScanPredictor:
         self.device = torch.device(device)
         self.amp = bool(amp) and self.device.type == "cuda"
         self.keep_probabilities = keep_probabilities
+        self.lesion_filter = lesion_filter or LesionFilter()
         self._invert = Invertd(
             keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True
         )
@@ -146,10 +205,20 @@ class ScanPredictor:
 
     def predict(self, scan: Scan) -> Prediction:
         """Segment ``scan``; the result lies on the scan's grid, voxel for voxel."""
+        return self.begin(scan).finish()
+
+    def begin(self, scan: Scan) -> PendingScan:
+        """Load and run the network on ``scan``; labels come from ``.finish(...)``.
+
+        Tuning finishes one network pass with several lesion filters.
+        """
         seconds: dict[str, float] = {}
         with timed(seconds, "load"):
             data = self.load(scan)
-        return self.predict_loaded(data, scan, seconds)
+        output = self.forward(data, seconds)
+        return PendingScan(
+            lambda lesion_filter: self.finish(output, scan, dict(seconds), lesion_filter), output
+        )
 
     def predict_loaded(
         self, data: dict[str, Any], scan: Scan, seconds: dict[str, float] | None = None
@@ -163,18 +232,45 @@ class ScanPredictor:
             seconds: stage times so far; this adds its own stages.
         """
         seconds = {} if seconds is None else seconds
-        original_affine = np.asarray(data["image"].affine, dtype=np.float64)
-        original_shape = tuple(data["image"].shape[1:])
+        output = self.forward(data, seconds)
+        return self.finish(output, scan, seconds)
+
+    def forward(self, data: dict[str, Any], seconds: dict[str, float]) -> NetworkOutput:
+        """Pre-process a loaded scan and run the network: probabilities on its grid."""
+        original = (
+            np.asarray(data["image"].affine, dtype=np.float64),
+            tuple(data["image"].shape[1:]),
+        )
         with timed(seconds, "preprocess"):
             data = self.preprocessing(data)
         with timed(seconds, "network"):
             probabilities = self._run_network(data["image"])
+        return NetworkOutput(data, probabilities, *original)
+
+    def finish(
+        self,
+        output: NetworkOutput,
+        scan: Scan,
+        seconds: dict[str, float],
+        lesion_filter: LesionFilter | None = None,
+    ) -> Prediction:
+        """Labels from the network's output, on the scan's grid, post-processed.
+
+        Args:
+            output: what :meth:`forward` returned (unchanged by this call, so tuning can
+                finish one network pass with several lesion filters).
+            scan: the scan, for error messages.
+            seconds: stage times so far; this adds its own stages.
+            lesion_filter: the confidence rules (default: the predictor's own).
+        """
+        lesion_filter = self.lesion_filter if lesion_filter is None else lesion_filter
+        probabilities = output.probabilities
         with timed(seconds, "invert"):
-            labels = MetaTensor(
-                torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8),
-                meta=dict(data["image"].meta),
-            )
-            data["pred"] = labels
+            labels = torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8)
+            # The confidence rules act where the probabilities are: the network's grid.
+            labels = lesion_filter(labels, probabilities)
+            data = dict(output.data)
+            data["pred"] = MetaTensor(labels, meta=dict(data["image"].meta))
             data = self._invert(data)
             inverted = data["pred"]
             prob_out = None
@@ -185,11 +281,12 @@ class ScanPredictor:
             if self.postprocessing is not None:
                 inverted = self.postprocessing({"pred": inverted})["pred"]
             result = np.asarray(torch.as_tensor(inverted)[0].round().cpu().numpy(), np.uint8)
-        if result.shape != original_shape:  # Invertd restores the grid; guard the promise
+        if result.shape != output.original_shape:  # Invertd restores the grid; guard it
             raise RuntimeError(
-                f"{scan.path}: mask shape {result.shape} differs from the scan's {original_shape}"
+                f"{scan.path}: mask shape {result.shape} differs from the scan's "
+                f"{output.original_shape}"
             )
-        return Prediction(result, original_affine, prob_out, seconds)
+        return Prediction(result, output.original_affine, prob_out, seconds)
 
     @torch.no_grad()
     def _run_network(self, image: torch.Tensor) -> torch.Tensor:

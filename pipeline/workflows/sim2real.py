@@ -104,6 +104,10 @@ def score_case(case: RealCase, predictor: Any, out_dir: Path) -> dict[str, Any]:
         "liver_hd95_mm": float(scored["liver_hd95"]),
         "liver_volume_pred_ml": float(scored["liver_vol_pred_ml"]),
         "liver_volume_ref_ml": float(scored["liver_vol_ref_ml"]),
+        # The real scans have no tumour labels: every predicted tumour is to be looked at.
+        "tumours_predicted": int(result.quantification["n_tumours"]),
+        "tumour_volume_predicted_ml": float(result.quantification["tumour_volume_ml"]),
+        "warnings": result.warnings,
         "figure": str(figure),
         "seconds": result.seconds,
     }

@@ -1,18 +1,23 @@
-"""Choose the smallest kept tumour size on the validation split, never on the test split.
+"""Choose the false-tumour controls on the validation split, never on the test split.
 
-A network trained briefly marks specks of noise as tumour. On a tumour-free liver a single
-false-positive voxel turns the case's tumour Dice from 1 into 0 (LiTS policy), so the
-size below which predicted tumour components are dropped (``min_tumour_mm3`` of
-``configs/common.yaml``) matters, and it is a choice that must be made on data the
-test score does not see. The validation scans are segmented once with the step disabled;
-each candidate size is then applied to those masks by the same
-:func:`pipeline.transforms.postprocess.postprocess_labels` that inference runs, and scored.
+A network trained briefly marks specks of noise, and unsure structures next to the liver,
+as tumour. On a tumour-free liver a single false-positive voxel turns the case's tumour
+Dice from 1 into 0 (LiTS policy), so three controls of ``configs/common.yaml`` matter:
+the smallest kept tumour (``min_tumour_mm3``, post-processing on the scan's grid) and the
+two confidence rules of :class:`~pipeline.transforms.lesion_filter.LesionFilter`
+(``min_lesion_mean_prob``: per lesion; ``min_case_max_prob``: "any tumour?" per case).
+They are choices that must be made on data the test score does not see. Each validation
+scan goes through the network once; its labels are made with every pair of confidence
+thresholds, post-processed as at inference with the size filter off, and scored for every
+size in one component count.
 
     python -m monai.bundle run tuning \
         --config_file "['.../common.yaml','.../train.yaml','.../evaluate.yaml']"
 
-writes ``<eval_dir>/postprocess_tuning/postprocess.json`` with the table and the choice;
-pass the chosen value on as ``--min_tumour_mm3`` (to evaluating and inference alike).
+writes ``<eval_dir>/postprocess_tuning/postprocess.json`` with the choice, what each
+control alone gives, and the tables; pass the three chosen values on as
+``--min_tumour_mm3``, ``--min_lesion_mean_prob`` and ``--min_case_max_prob`` (to
+evaluating and inference alike).
 """
 
 from __future__ import annotations
@@ -23,148 +28,189 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
 
-from pipeline.evaluation.metrics import dice_score
-from pipeline.evaluation.pairing import pairs_from_datalist
-from pipeline.evaluation.scoring import load_pair
-from pipeline.inference.predictor import ScanPredictor
+from pipeline.evaluation.loading import GridMismatchError, read_label_map
+from pipeline.inference.scans import scans_from_records
 from pipeline.io import write_json
 from pipeline.labels import TUMOUR
-from pipeline.transforms.postprocess import (
-    PostprocessConfig,
-    PostprocessLabelsd,
-    postprocess_labels,
-)
-from pipeline.workflows.checkpoint_evaluation import segment_records
+from pipeline.transforms.lesion_filter import LesionFilter
+from pipeline.transforms.postprocess import PostprocessLabelsd
 
 # Equivalent sphere diameters 0, 2.7, 3.9, 5.0, 6.2, 7.8 and 9.8 mm: all below the 10 mm
 # that the lesion-recall bar counts, so no candidate can remove a lesion it scores.
 DEFAULT_CANDIDATES_MM3 = (0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0)
+# Confidence thresholds (0: the rule is off). A voxel is argmax tumour from a probability
+# of 1/3, so thresholds start above one half.
+DEFAULT_LESION_PROBS = (0.0, 0.6, 0.8, 0.9)
+DEFAULT_CASE_PROBS = (0.0, 0.9, 0.99)
 
 
-def size_filter_table(
-    cases: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[float]]],
-    candidates_mm3: Sequence[float] = DEFAULT_CANDIDATES_MM3,
-) -> list[dict[str, Any]]:
-    """Tumour Dice per case after dropping predicted tumours under each candidate size.
+def tumour_dice_by_size(
+    pred_tumour: np.ndarray, ref_tumour: np.ndarray, voxel_mm3: float, sizes_mm3: Sequence[float]
+) -> list[float]:
+    """Tumour Dice after dropping predicted components under each size, in one labelling.
 
-    Args:
-        cases: ``(case_id, predicted labels, reference labels, spacing in mm)``; the
-            predictions were made with the size filter off.
-        candidates_mm3: sizes to try (mm^3); 0 keeps every component.
-
-    Returns:
-        One row per candidate: ``min_tumour_mm3``, ``tumour_dice_per_case`` (mean) and
-        ``per_case`` (``{case_id: Dice}``).
+    Exactly what post-processing's ``min_tumour_mm3`` does to the tumour mask (26-connected
+    components with a volume under the size become liver), counted per component instead
+    of re-run per size. Both masks empty scores 1 (LiTS).
     """
-    rows = []
-    for size in candidates_mm3:
-        # The other steps already ran at inference; only the size filter is varied.
-        config = PostprocessConfig(
-            keep_largest_liver=False,
-            fill_liver_holes=False,
-            tumour_inside_liver=False,
-            min_tumour_mm3=float(size),
-        )
-        per_case = {
-            case_id: dice_score(postprocess_labels(pred, spacing, config) == TUMOUR, ref == TUMOUR)
-            for case_id, pred, ref, spacing in cases
-        }
-        rows.append(
-            {
-                "min_tumour_mm3": float(size),
-                "tumour_dice_per_case": float(np.mean(list(per_case.values()))),
-                "per_case": per_case,
-            }
-        )
-    return rows
+    components, count = ndimage.label(pred_tumour, structure=np.ones((3, 3, 3), bool))
+    n_ref = int(np.count_nonzero(ref_tumour))
+    if count == 0:
+        return [1.0 if n_ref == 0 else 0.0 for _ in sizes_mm3]
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+    overlaps = np.bincount(components[ref_tumour].ravel(), minlength=count + 1)[1:]
+    scores = []
+    for size in sizes_mm3:
+        kept = sizes * voxel_mm3 >= size
+        n_pred, overlap = int(sizes[kept].sum()), int(overlaps[kept].sum())
+        total = n_pred + n_ref
+        scores.append(1.0 if total == 0 else 2.0 * overlap / total)
+    return scores
 
 
-def choose_min_tumour_size(rows: Sequence[Mapping[str, Any]]) -> float:
-    """The candidate with the best mean tumour Dice; the smallest size among ties."""
-    if not rows:
-        raise ValueError("no candidate sizes were scored")
+def _best(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The row of the best mean tumour Dice; among ties the first (the mildest rules)."""
     best = max(row["tumour_dice_per_case"] for row in rows)
     # 1e-9: means of equal per-case values may differ in the last bit.
-    return min(
-        float(row["min_tumour_mm3"]) for row in rows if row["tumour_dice_per_case"] >= best - 1e-9
-    )
+    return next(row for row in rows if row["tumour_dice_per_case"] >= best - 1e-9)
 
 
-def _with_size_filter_off(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The recorded settings, saying what the masks were made with."""
-    postprocess = {**settings.get("postprocess", {}), "min_tumour_mm3": 0.0}
-    return {**settings, "min_tumour_mm3": 0.0, "postprocess": postprocess}
-
-
-def tune_min_tumour_size(
-    predictor: ScanPredictor,
+def tune_postprocessing(
+    predictor: Any,
     datalist: Mapping[str, Sequence[Mapping[str, Any]]],
     out_dir: str | os.PathLike,
     *,
     checkpoint: str | os.PathLike | None = None,
-    settings: Mapping[str, Any] | None = None,
     label_map: Mapping[int, int] | None = None,
     candidates_mm3: Sequence[float] = DEFAULT_CANDIDATES_MM3,
+    lesion_probs: Sequence[float] = DEFAULT_LESION_PROBS,
+    case_probs: Sequence[float] = DEFAULT_CASE_PROBS,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Segment the validation split with the size filter off and choose the size.
+    """Choose the false-tumour controls on the validation split, never on the test split.
+
+    Each validation scan goes through the network once (``predictor.begin``); its labels
+    are then made with every pair of confidence thresholds
+    (:class:`~pipeline.transforms.lesion_filter.LesionFilter`), post-processed as at
+    inference with the size filter off, and scored for every size. The combination with the
+    best mean tumour Dice per case is chosen (the mildest among ties).
 
     Args:
-        predictor: the inference pipeline (common.yaml's ``predictor``); its
-            post-processing runs with ``min_tumour_mm3`` 0, everything else unchanged.
+        predictor: common.yaml's ``predictor`` (one network or the cascade).
         datalist: records with ``image`` and ``label``; its ``validation`` split is used.
-        out_dir: gets ``predictions/`` and ``postprocess.json``.
+        out_dir: gets ``postprocess.json``.
         checkpoint: the weights' file, recorded in ``postprocess.json``.
-        settings: the inference settings to record with the predictions.
         label_map: remapping of the reference labels (e.g. ``{5: 1}``).
-        candidates_mm3: sizes to try.
-        progress: show progress bars.
+        candidates_mm3: smallest kept tumour volumes to try.
+        lesion_probs: ``min_lesion_mean_prob`` values to try (0: off).
+        case_probs: ``min_case_max_prob`` values to try (0: off).
+        progress: show a progress bar.
 
     Returns:
-        What ``postprocess.json`` holds: the chosen ``min_tumour_mm3``, the table, the
-        split, the cases and the checkpoint.
+        What ``postprocess.json`` holds: the three chosen values, what each rule alone
+        and together gives (``contributions``), the size table at the chosen confidence
+        rules (``table``), every combination (``grid``), the cases and the checkpoint.
 
     Raises:
         ValueError: the data set has no validation split.
+        GridMismatchError: a reference label map is not on its scan's grid.
     """
     records = list(datalist.get("validation") or [])
     if not records:
         raise ValueError("the data set has no validation split to tune post-processing on")
-    out = Path(out_dir)
     post = predictor.postprocessing
     unfiltered = predictor.with_postprocessing(
         post.with_config(min_tumour_mm3=0.0) if isinstance(post, PostprocessLabelsd) else post
     )
-    predictions = out / "predictions"
-    segment_records(
-        unfiltered,
-        records,
-        predictions,
-        checkpoint=checkpoint,
-        settings=_with_size_filter_off(settings or {}),
-        progress=progress,
-    )
-    cases = []
-    for pair in pairs_from_datalist(records, predictions):
-        if not pair.complete:
-            raise RuntimeError(f"validation case {pair.case_id} could not be segmented")
-        loaded = load_pair(pair, label_map=label_map)
-        cases.append((pair.case_id, loaded.pred, loaded.ref, loaded.spacing))
-    rows = size_filter_table(cases, candidates_mm3)
-    chosen = choose_min_tumour_size(rows)
-    result = {
-        "min_tumour_mm3": chosen,
-        "chosen_by": "mean tumour Dice per case on the validation split (smallest size among ties)",
-        "split": "validation",
-        "cases": [name for name, *_ in cases],
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "table": rows,
+    rules = [(lesion, case) for lesion in lesion_probs for case in case_probs]
+    # dice[(lesion, case)][size index] -> per-case Dice list
+    dice: dict[tuple[float, float], list[list[float]]] = {
+        rule: [[] for _ in candidates_mm3] for rule in rules
     }
+    cases = []
+    for scan, record in zip(
+        tqdm(scans_from_records(records), desc="tuning", unit="scan", disable=not progress),
+        records,
+        strict=True,
+    ):
+        ref, ref_affine = read_label_map(record["label"], label_map)
+        pending = unfiltered.begin(scan)
+        finished: dict[str, list[float]] = {}  # rules with the same effect are scored once
+        for rule in rules:
+            key = pending.key(LesionFilter(*rule))
+            if key in finished:
+                for index, score in enumerate(finished[key]):
+                    dice[rule][index].append(score)
+                continue
+            prediction = pending.finish(LesionFilter(*rule))
+            if prediction.labels.shape != ref.shape or not np.allclose(
+                prediction.affine, ref_affine, atol=1e-3
+            ):
+                raise GridMismatchError(
+                    f"{record['label']} (shape {ref.shape}) is not on the grid of "
+                    f"{scan.path} (shape {prediction.labels.shape})"
+                )
+            voxel_mm3 = float(abs(np.linalg.det(prediction.affine[:3, :3])))
+            scores = tumour_dice_by_size(
+                prediction.labels == TUMOUR, ref == TUMOUR, voxel_mm3, candidates_mm3
+            )
+            finished[key] = scores
+            for index, score in enumerate(scores):
+                dice[rule][index].append(score)
+        cases.append(scan.case)
+    grid = [
+        {
+            "min_lesion_mean_prob": float(lesion),
+            "min_case_max_prob": float(case),
+            "min_tumour_mm3": float(size),
+            "tumour_dice_per_case": float(np.mean(dice[(lesion, case)][index])),
+            "per_case": dict(zip(cases, dice[(lesion, case)][index], strict=True)),
+        }
+        for (lesion, case) in rules
+        for index, size in enumerate(candidates_mm3)
+    ]
+
+    def pick(**fixed: float) -> Mapping[str, Any]:
+        return _best([r for r in grid if all(r[k] == v for k, v in fixed.items())])
+
+    chosen = _best(grid)
+    contributions = {
+        "none": pick(min_lesion_mean_prob=0.0, min_case_max_prob=0.0, min_tumour_mm3=0.0),
+        "size_only": pick(min_lesion_mean_prob=0.0, min_case_max_prob=0.0),
+        "lesion_prob_only": pick(min_case_max_prob=0.0, min_tumour_mm3=0.0),
+        "case_prob_only": pick(min_lesion_mean_prob=0.0, min_tumour_mm3=0.0),
+        "chosen": chosen,
+    }
+    result = {
+        "min_tumour_mm3": chosen["min_tumour_mm3"],
+        "min_lesion_mean_prob": chosen["min_lesion_mean_prob"],
+        "min_case_max_prob": chosen["min_case_max_prob"],
+        "chosen_by": "mean tumour Dice per case on the validation split (mildest among ties)",
+        "split": "validation",
+        "cases": cases,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "contributions": {
+            name: {k: row[k] for k in row if k != "per_case"} for name, row in contributions.items()
+        },
+        "table": [
+            r
+            for r in grid
+            if r["min_lesion_mean_prob"] == chosen["min_lesion_mean_prob"]
+            and r["min_case_max_prob"] == chosen["min_case_max_prob"]
+        ],
+        "grid": [{k: row[k] for k in row if k != "per_case"} for row in grid],
+    }
+    out = Path(out_dir)
     write_json(result, out / "postprocess.json")
-    print("min_tumour_mm3  validation tumour Dice per case")
-    for row in rows:
-        mark = "  <- chosen" if row["min_tumour_mm3"] == chosen else ""
-        print(f"{row['min_tumour_mm3']:>14g}  {row['tumour_dice_per_case']:.3f}{mark}")
+    print("validation tumour Dice per case, by false-tumour control:")
+    for name, row in contributions.items():
+        print(
+            f"  {name:<17} {row['tumour_dice_per_case']:.3f}  (lesion mean prob >= "
+            f"{row['min_lesion_mean_prob']:g}, case max prob >= {row['min_case_max_prob']:g}, "
+            f"tumours >= {row['min_tumour_mm3']:g} mm^3)"
+        )
     print(f"written: {out / 'postprocess.json'}")
     return result

@@ -16,9 +16,10 @@ from monai.transforms import Compose
 
 from pipeline.inference.cascade import CascadePredictor, edge_axes
 from pipeline.inference.folder_run import FolderRun
-from pipeline.inference.predictor import ScanPredictor
+from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti
+from pipeline.transforms.lesion_filter import LesionFilter
 
 SPACING = (0.8, 0.9, 2.5)
 SHAPE = (40, 36, 12)
@@ -123,3 +124,16 @@ def test_edge_axes_names_each_axis_a_mask_touches():
 def test_negative_min_liver_is_refused():
     with pytest.raises(ValueError, match="min_liver_ml"):
         CascadePredictor(None, None, min_liver_ml=-1)  # type: ignore[arg-type]
+
+
+def test_pending_scan_keys_tell_filters_with_the_same_effect_apart():
+    probabilities = torch.zeros(3, 8, 8, 8)
+    probabilities[1] = 1.0
+    probabilities[1, 1:3, 1:3, 1:3], probabilities[2, 1:3, 1:3, 1:3] = 0.3, 0.7  # unsure
+    probabilities[1, 5:7, 5:7, 5:7], probabilities[2, 5:7, 5:7, 5:7] = 0.05, 0.95  # sure
+    output = NetworkOutput({}, probabilities, np.eye(4), (8, 8, 8))
+    pending = PendingScan(lambda _: None, output)
+    keys = {t: pending.key(LesionFilter(min_lesion_mean_prob=t)) for t in (0.0, 0.5, 0.8, 0.9)}
+    assert keys[0.0] == keys[0.5]  # both keep both lesions
+    assert keys[0.8] == keys[0.9] != keys[0.0]  # both drop the unsure one
+    assert PendingScan(lambda _: None).key(LesionFilter()) == "no network output"

@@ -244,7 +244,7 @@ def test_evaluating_scores_the_checkpoint_on_the_original_grid(tmp_path):
     assert rescored["liver"]["dice"]["mean"] == summary["liver"]["dice"]["mean"]
 
 
-def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path):
+def test_tuning_chooses_the_false_tumour_controls_on_the_validation_split(tmp_path):
     _workflow(tmp_path).run()
     workflow = _run_evaluate_config(tmp_path, "tuning")
     tuning = tmp_path / "eval" / "postprocess_tuning"
@@ -253,12 +253,18 @@ def test_tuning_chooses_the_tumour_size_filter_on_the_validation_split(tmp_path)
     assert result["split"] == "validation" and len(result["cases"]) == len(validation) == 1
     sizes = [row["min_tumour_mm3"] for row in result["table"]]
     assert sizes == [0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0]
-    best = max(row["tumour_dice_per_case"] for row in result["table"])
-    chosen = next(r for r in result["table"] if r["min_tumour_mm3"] == result["min_tumour_mm3"])
+    # 4 lesion thresholds x 3 case thresholds x 7 sizes, each scored on the validation case.
+    assert len(result["grid"]) == 84
+    best = max(row["tumour_dice_per_case"] for row in result["grid"])
+    chosen = result["contributions"]["chosen"]
     assert chosen["tumour_dice_per_case"] == best
-    # The masks were made with the size filter off, so that every size can be applied.
-    run = json.loads((tuning / "predictions" / "run.json").read_text())
-    assert run["settings"]["postprocess"]["min_tumour_mm3"] == 0.0
-    # ... while the configured filter of evaluation and inference is left as it was.
+    assert (chosen["min_tumour_mm3"], chosen["min_lesion_mean_prob"]) == (
+        result["min_tumour_mm3"],
+        result["min_lesion_mean_prob"],
+    )
+    # Each control alone can only do as well as the best combination.
+    for name in ("none", "size_only", "lesion_prob_only", "case_prob_only"):
+        assert result["contributions"][name]["tumour_dice_per_case"] <= best + 1e-9
+    # The configured filter of evaluation and inference is left as it was.
     configured = workflow.parser.get_parsed_content("predictor").postprocessing
     assert configured.transform.config.min_tumour_mm3 == 10.0

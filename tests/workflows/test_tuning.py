@@ -3,9 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.workflows.tuning import choose_min_tumour_size, size_filter_table
+from pipeline.labels import TUMOUR
+from pipeline.transforms.postprocess import PostprocessConfig, postprocess_labels
+from pipeline.workflows.tuning import _best, tumour_dice_by_size
 
-SPACING = (2.0, 2.0, 2.0)  # 8 mm^3 per voxel
+VOXEL_MM3 = 8.0  # 2 x 2 x 2 mm
 
 
 def _case(lesion: bool, speck_voxels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -19,31 +21,46 @@ def _case(lesion: bool, speck_voxels: int) -> tuple[np.ndarray, np.ndarray]:
     return pred, ref
 
 
+def _dice(pred: np.ndarray, ref: np.ndarray, sizes=(0, 10, 30, 1000)) -> list[float]:
+    return tumour_dice_by_size(pred == TUMOUR, ref == TUMOUR, VOXEL_MM3, sizes)
+
+
 def test_dropping_a_false_speck_restores_the_dice():
-    pred, ref = _case(lesion=True, speck_voxels=2)  # speck of 16 mm^3
-    free_pred, free_ref = _case(lesion=False, speck_voxels=1)  # 8 mm^3
-    cases = [("a", pred, ref, SPACING), ("free", free_pred, free_ref, SPACING)]
-    rows = size_filter_table(cases, candidates_mm3=(0, 10, 30, 1000))
-    by_size = {row["min_tumour_mm3"]: row["per_case"] for row in rows}
+    with_lesion = _dice(*_case(lesion=True, speck_voxels=2))  # speck of 16 mm^3
+    tumour_free = _dice(*_case(lesion=False, speck_voxels=1))  # 8 mm^3
     # Size 0 keeps everything: 2 * 64 / (66 + 64) with the speck; the tumour-free case is 0.
-    assert by_size[0]["a"] == pytest.approx(128 / 130)
-    assert by_size[0]["free"] == 0.0
     # 10 mm^3 drops the one-voxel speck only: the tumour-free case scores 1 (LiTS policy).
-    assert by_size[10]["free"] == 1.0 and by_size[10]["a"] == pytest.approx(128 / 130)
-    # 30 mm^3 drops both specks and keeps the 512 mm^3 lesion.
-    assert by_size[30] == {"a": 1.0, "free": 1.0}
-    # 1000 mm^3 also drops the real lesion.
-    assert by_size[1000] == {"a": 0.0, "free": 1.0}
-    assert rows[2]["tumour_dice_per_case"] == 1.0
-    assert choose_min_tumour_size(rows) == 30.0
+    # 30 mm^3 drops both specks and keeps the 512 mm^3 lesion; 1000 mm^3 drops it too.
+    assert with_lesion == pytest.approx([128 / 130, 128 / 130, 1.0, 0.0])
+    assert tumour_free == [0.0, 1.0, 1.0, 1.0]
 
 
-def test_ties_choose_the_smallest_size_and_no_rows_is_an_error():
+def test_the_counted_dice_equals_the_size_filter_of_inference():
+    rng = np.random.default_rng(4)
+    pred = np.where(rng.random((30, 30, 20)) < 0.08, TUMOUR, 1).astype(np.uint8)
+    ref = np.where(rng.random((30, 30, 20)) < 0.08, TUMOUR, 1).astype(np.uint8)
+    sizes = (0.0, 10.0, 30.0, 65.0)
+    counted = _dice(pred, ref, sizes)
+    for size, score in zip(sizes, counted, strict=True):
+        config = PostprocessConfig(
+            keep_largest_liver=False,
+            fill_liver_holes=False,
+            tumour_inside_liver=False,
+            min_tumour_mm3=size,
+        )
+        kept = postprocess_labels(pred, (2.0, 2.0, 2.0), config) == TUMOUR
+        expected = (
+            2
+            * np.count_nonzero(kept & (ref == TUMOUR))
+            / (np.count_nonzero(kept) + np.count_nonzero(ref == TUMOUR))
+        )
+        assert score == pytest.approx(expected)
+
+
+def test_ties_choose_the_mildest_row():
     rows = [
-        {"min_tumour_mm3": 65.0, "tumour_dice_per_case": 0.8},
-        {"min_tumour_mm3": 30.0, "tumour_dice_per_case": 0.8},
         {"min_tumour_mm3": 0.0, "tumour_dice_per_case": 0.7},
+        {"min_tumour_mm3": 30.0, "tumour_dice_per_case": 0.8},
+        {"min_tumour_mm3": 65.0, "tumour_dice_per_case": 0.8},
     ]
-    assert choose_min_tumour_size(rows) == 30.0
-    with pytest.raises(ValueError, match="no candidate"):
-        choose_min_tumour_size([])
+    assert _best(rows)["min_tumour_mm3"] == 30.0
