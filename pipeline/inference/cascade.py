@@ -102,6 +102,7 @@ class CascadePredictor:
             # A copy: the locator's transforms must not add to the image's transform
             # history, which the refiner's inversion reads.
             located = self.locator.predict_loaded({"image": image.clone()}, scan)
+        seconds["locate_network"] = located.seconds.get("network", 0.0)
         liver = located.labels >= LIVER
         liver_ml = float(np.count_nonzero(liver)) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
         if liver_ml < self.min_liver_ml:
