@@ -52,6 +52,9 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
         assert 0.0 <= case["liver_dice"] <= 1.0
         assert case["liver_volume_ref_ml"] > 0
         assert (tmp_path / "out" / f"{case['case']}_liver.png").stat().st_size > 5000
+        # Predicted tumours are reported (the real scans have no tumour labels).
+        assert case["tumours_predicted"] >= 0 and case["tumour_volume_predicted_ml"] >= 0
+        assert (case["tumours_predicted"] == 0) == (case["tumour_volume_predicted_ml"] == 0)
     # The 3 mm scan covers the whole liver: a litre or two.
     assert 500 < record["cases"][0]["liver_volume_ref_ml"] < 3000
     assert json.loads((tmp_path / "out" / "sim2real.json").read_text())["cases"]
