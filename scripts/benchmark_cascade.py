@@ -26,7 +26,7 @@ from monai.bundle import ConfigParser
 from pipeline.bundle import bundle_root_of, config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.inference.scans import Scan
-from pipeline.io import save_nifti
+from pipeline.io import save_nifti, write_json
 
 
 def _parser(files: list[str], **overrides: object) -> ConfigParser:
@@ -76,8 +76,7 @@ def main() -> int:
         "network_seconds_cascade": network_cascade,
         "cascade_network_ratio": round(network_cascade / single_seconds["network"], 3),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     print(json.dumps(result, indent=2))
     return 0
 

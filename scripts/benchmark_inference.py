@@ -24,7 +24,7 @@ from pipeline.bundle import config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.inference.api import build_predictor
 from pipeline.inference.folder_run import FolderRun
-from pipeline.io import save_nifti
+from pipeline.io import save_nifti, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,8 +59,7 @@ def main() -> int:
         "seconds_per_run": runs,
         "network_share_of_total": round(last["network"] / last["total"], 3),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     print(json.dumps(result, indent=2))
     return 0
 

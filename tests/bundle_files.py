@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundles" / "liver_tumor" / "configs"
@@ -16,3 +19,17 @@ def configs(*names: str) -> list[str]:
 
 TRAIN_QUICK = configs("common.yaml", "train.yaml", "quick.yaml")
 """The quick training run of the tests: common.yaml, train.yaml, quick.yaml."""
+
+
+def bundle_workflow(files: list[str], run_id: str, **overrides: Any) -> ConfigWorkflow:
+    """An initialised workflow of ``files`` running ``run_id``, as ``monai.bundle run`` does."""
+    workflow = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        **overrides,
+    )
+    workflow.initialize()
+    return workflow

@@ -262,9 +262,16 @@ def test_tuning_chooses_the_false_tumour_controls_on_the_validation_split(tmp_pa
         result["min_tumour_mm3"],
         result["min_lesion_mean_prob"],
     )
-    # Each control alone can only do as well as the best combination.
+    # Each control alone can only do as well as the best combination, and "none" is the
+    # grid's row with every control off.
     for name in ("none", "size_only", "lesion_prob_only", "case_prob_only"):
         assert result["contributions"][name]["tumour_dice_per_case"] <= best + 1e-9
+    (off,) = [
+        r
+        for r in result["grid"]
+        if (r["min_tumour_mm3"], r["min_lesion_mean_prob"], r["min_case_max_prob"]) == (0, 0, 0)
+    ]
+    assert result["contributions"]["none"] == off
     # The configured filter of evaluation and inference is left as it was.
     configured = workflow.parser.get_parsed_content("predictor").postprocessing
     assert configured.transform.config.min_tumour_mm3 == 10.0

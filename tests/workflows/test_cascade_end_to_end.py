@@ -10,8 +10,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_files import CONFIGS, configs
-from monai.bundle import ConfigWorkflow
+from bundle_files import CONFIGS, bundle_workflow, configs
 
 from pipeline.inference.cascade import CascadePredictor
 
@@ -20,23 +19,10 @@ from pipeline.inference.cascade import CascadePredictor
 MARGIN = {"liver_box_margin_mm": 12.0}
 
 
-def _workflow(files: list[str], run_id: str, **overrides) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id=run_id,
-        **overrides,
-    )
-    workflow.initialize()
-    return workflow
-
-
 @pytest.mark.slow
 def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_path):
     data = {"synthetic_dir": str(tmp_path / "synthetic"), "epochs": 1}
-    _workflow(
+    bundle_workflow(
         configs("common.yaml", "train.yaml", "quick.yaml", "locator.yaml"),
         "training",
         output_dir=str(tmp_path / "locator"),
@@ -47,7 +33,7 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     assert locator_ckpt.is_file()
 
     refiner_files = configs("common.yaml", "train.yaml", "cascade.yaml", "quick.yaml")
-    trained = _workflow(
+    trained = bundle_workflow(
         refiner_files,
         "training",
         output_dir=str(tmp_path / "refiner"),
@@ -70,7 +56,7 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     refiner_ckpt = tmp_path / "refiner" / "models" / "model.pt"
 
     # Inference: both stages, the refiner's mask written back on each scan's grid.
-    inference = _workflow(
+    inference = bundle_workflow(
         configs("common.yaml", "inference.yaml", "cascade.yaml", "quick.yaml"),
         "inference",
         ckpt=str(refiner_ckpt),
@@ -93,7 +79,7 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     np.testing.assert_allclose(nib.load(mask_file).affine, nib.load(image).affine, atol=1e-5)
 
     # Evaluation with the same stack scores the cascade (same masks as inference).
-    evaluating = _workflow(
+    evaluating = bundle_workflow(
         [*refiner_files, str(CONFIGS / "evaluate.yaml")],
         "evaluating",
         output_dir=str(tmp_path / "refiner"),

@@ -12,25 +12,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_files import CONFIGS, configs
+from bundle_files import CONFIGS, bundle_workflow, configs
 from monai.bundle import ConfigWorkflow
 from monai.inferers import SliceInferer
 
 from pipeline.transforms.intensity import MultiWindowd
 from pipeline.workflows.sweep import main as sweep_main
-
-
-def _workflow(files: list[str], run_id: str, **overrides) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id=run_id,
-        **overrides,
-    )
-    workflow.initialize()
-    return workflow
 
 
 def _first_conv(state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -62,13 +49,13 @@ def test_overlay_model_is_trained_applied_scored_and_swept(tmp_path, overlay, ch
         "synthetic_dir": str(tmp_path / "synthetic"),
         "epochs": 1,
     }
-    _workflow(train, "training", **run).run()
+    bundle_workflow(train, "training", **run).run()
     ckpt = tmp_path / "models" / "model.pt"
     first_conv = _first_conv(torch.load(ckpt, map_location="cpu", weights_only=True))
 
     # Applied to a folder: common.yaml's ckpt follows quick.yaml's ckpt_dir, overridden here.
     scans = tmp_path / "synthetic"
-    inference = _workflow(
+    inference = bundle_workflow(
         inference_files,
         "inference",
         ckpt_dir=str(tmp_path / "models"),
@@ -90,7 +77,7 @@ def test_overlay_model_is_trained_applied_scored_and_swept(tmp_path, overlay, ch
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
 
     # Scored in the same process by the same predictor: the masks equal inference's.
-    evaluating = _workflow(
+    evaluating = bundle_workflow(
         [*train, str(CONFIGS / "evaluate.yaml")],
         "evaluating",
         **run,
