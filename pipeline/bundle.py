@@ -83,12 +83,45 @@ def check_command_line_configs(argv: Sequence[str] | None = None) -> None:
             ConfigExpression" and it is the last line the user sees.
     """
     files = config_files_from_command_line(argv)
+    if files:
+        report_the_cause_last()
     if files and "common.yaml" not in [Path(f).name for f in files]:
         fixed = [str(Path(files[0]).parent / "common.yaml"), *files]
         raise SystemExit(
             f"--config_file {files} lacks common.yaml, which holds the network, geometry and "
             f'pre-processing: list it first, --config_file "{fixed}"'
         )
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost error of the chain ``error`` was raised from."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+def report_the_cause_last() -> None:
+    """Make a bundle command's last line of output the error the user can act on.
+
+    MONAI wraps an error raised while it builds a component in "RuntimeError: Failed to
+    evaluate ConfigExpression ...", which Python prints last, below the real message (a
+    checkpoint that does not fit, a scan that cannot be read). After Python's own report
+    of the whole chain, this hook repeats the innermost error as the last line.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "reports_the_cause_last", False):
+        return
+
+    def hook(kind: type[BaseException], error: BaseException, traceback) -> None:
+        previous(kind, error, traceback)
+        cause = root_cause(error)
+        if cause is not error:
+            print(f"\nerror: {type(cause).__name__}: {cause}", file=sys.stderr)
+
+    hook.reports_the_cause_last = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def bundle_root_of(config_files: Sequence[str | Path]) -> str:

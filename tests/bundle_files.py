@@ -33,3 +33,16 @@ def bundle_workflow(files: list[str], run_id: str, **overrides: Any) -> ConfigWo
     )
     workflow.initialize()
     return workflow
+
+
+def error_messages(error: BaseException | None) -> str:
+    """The messages of ``error`` and of its causes, joined.
+
+    MONAI wraps an error raised while building a config component in a RuntimeError
+    ("Failed to evaluate ..."); the message a user acts on is the cause's.
+    """
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from bundle_files import configs
 from monai.bundle import ConfigParser
+from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
@@ -54,10 +55,20 @@ def _scan(tmp_path, block: tuple[slice, ...] | None) -> Scan:
     return Scan("case", path, "nifti")
 
 
-def _cascade(margin_mm: float = 2.0) -> CascadePredictor:
+class TumourWherePrior(torch.nn.Module):
+    """Tumour where its second input channel (stage 1's liver) is 1, background elsewhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = x[:, 1:2]
+        return torch.cat([1.0 - prior, torch.zeros_like(prior), 2.0 * prior], 1)
+
+
+def _cascade(
+    margin_mm: float = 2.0, refiner: torch.nn.Module | None = None, *overlays: str
+) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel."""
     parser = ConfigParser()
-    parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml"))
+    parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml", *overlays))
     parser.update(
         {"pixdim": list(SPACING), "locator#pixdim": list(SPACING), "liver_box_margin_mm": margin_mm}
     )
@@ -70,7 +81,7 @@ def _cascade(margin_mm: float = 2.0) -> CascadePredictor:
         parser.get_parsed_content("locator#predictor#postprocessing"),
     )
     refiner = ScanPredictor(
-        TumourEverywhere(),
+        refiner or TumourEverywhere(),
         loading,
         Compose(parser.get_parsed_content("preprocess_transforms")),
         SimpleInferer(),
@@ -88,6 +99,39 @@ def test_the_refiner_sees_exactly_the_located_liver_box_plus_the_margin(tmp_path
     expected[5:23, 7:33, 2:9] = 2
     np.testing.assert_array_equal(prediction.labels, expected)
     assert {"load", "locate", "preprocess", "network", "invert"} <= set(prediction.seconds)
+
+
+def test_with_the_prior_overlay_the_refiner_sees_the_located_liver_as_a_channel(tmp_path):
+    block = (slice(8, 20), slice(10, 30), slice(3, 8))
+    cascade = _cascade(2.0, TumourWherePrior(), "cascade_prior.yaml")
+    prediction = cascade.predict(_scan(tmp_path, block))
+    # Tumour exactly where the locator found liver: the channel is its mask, voxel for
+    # voxel, and the joined input still inverts onto the scan's grid.
+    expected = np.zeros(SHAPE, dtype=np.uint8)
+    expected[block] = 2
+    np.testing.assert_array_equal(prediction.labels, expected)
+
+
+def test_in_training_the_prior_channel_is_the_reference_liver_on_the_locators_grid():
+    parser = ConfigParser()
+    parser.read_config(configs("common.yaml", "train.yaml", "cascade.yaml", "cascade_prior.yaml"))
+    parser.update({"pixdim": [1.0, 1.0, 1.0], "locator#pixdim": [4.0, 4.0, 4.0]})
+    assert parser.get_parsed_content("in_channels") == 2
+    label = np.zeros((1, 40, 40, 40), dtype=np.uint8)
+    label[0, 10:27, 12:30, 14:31] = 1  # 17 x 18 x 17 voxels: not whole 4 mm blocks
+    label[0, 15:18, 15:18, 15:18] = 2
+    image = np.where(label > 0, 100, -1000).astype(np.float32)
+    preprocess = Compose(parser.get_parsed_content("preprocess_transforms"))
+    out = preprocess({"image": MetaTensor(image), "label": MetaTensor(label)})
+    assert out["image"].shape[0] == 2 and "liver_box" not in out
+    prior = np.asarray(out["image"][1])
+    assert set(np.unique(prior)) == {0.0, 1.0}
+    liver = np.asarray(out["label"][0]) >= 1
+    # The reference liver to within a 4 mm block, but not the sharp reference itself.
+    assert abs(prior.sum() - liver.sum()) < 0.25 * liver.sum()
+    assert (prior != liver).sum() > 0
+    dice = 2 * np.logical_and(prior > 0, liver).sum() / (prior.sum() + liver.sum())
+    assert dice > 0.8
 
 
 def test_no_liver_gives_an_empty_mask_and_a_warning_in_the_case_json(tmp_path):

@@ -270,6 +270,35 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path, tiny_ckpt):
         load_network_weights(net, tmp_path / "missing.pt")
 
 
+def test_model_used_at_other_settings_than_trained_for_stops_with_each_named(tmp_path, tiny_ckpt):
+    # As training saves it: the weights and what they were trained for (common.yaml's
+    # trained_for, here the tiny config's own).
+    trained_for = _parser().get_parsed_content("trained_for")
+    assert trained_for["role"] == "single" and trained_for["pixdim"] == TINY["pixdim"]
+    ckpt = tmp_path / "model.pt"
+    torch.save(
+        {"model": torch.load(tiny_ckpt, weights_only=True), "trained_for": trained_for}, ckpt
+    )
+    # The same settings load (4 and 4.0 are the same voxel size).
+    same = _parser(ckpt=str(ckpt), pixdim=[int(p) for p in TINY["pixdim"]])
+    assert same.get_parsed_content("trained_network") is not None
+
+    other_size = [p * 0.5 for p in TINY["pixdim"]]
+    wrong = _parser(ckpt=str(ckpt), pixdim=other_size, hu_window=[-200, 300])
+    with pytest.raises(RuntimeError) as err:  # MONAI's wrapper of the config's error
+        wrong.get_parsed_content("trained_network")
+    assert isinstance(err.value.__cause__, CheckpointMismatchError)
+    message = str(err.value.__cause__)
+    assert str(ckpt) in message
+    assert f"pixdim: trained {TINY['pixdim']!r}, configured {other_size!r}" in message
+    assert "hu_window: trained [-100, 400], configured [-200, 300]" in message
+    assert "role" not in message and "channels" not in message  # only what differs
+
+    # A checkpoint from before trained_for was saved loads unchecked.
+    old = _parser(ckpt=str(tiny_ckpt), pixdim=other_size)
+    assert old.get_parsed_content("trained_network") is not None
+
+
 def test_flip_tta_is_the_mean_softmax_over_mirrors():
     torch.manual_seed(0)
     x = torch.randn(1, 1, 4, 5, 6)

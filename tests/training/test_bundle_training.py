@@ -191,9 +191,10 @@ def test_early_stopping_ends_training_after_patience_validations(tmp_path):
 
 
 def test_time_limit_stops_at_the_end_of_an_epoch(tmp_path):
-    # A budget of 0.06 s: the first epoch already overruns it, so training ends after it,
-    # validated and checkpointed, instead of running all five epochs.
-    workflow = _workflow(tmp_path, epochs=5, val_interval=1, time_limit_minutes=0.001)
+    # A budget of 0.06 s: the first epoch already overruns it, so training ends after it
+    # instead of running all five epochs. Validation is every 3 epochs, but the last
+    # epoch is validated anyway, so it is scored and can become the best model.
+    workflow = _workflow(tmp_path, epochs=5, val_interval=3, time_limit_minutes=0.001)
     workflow.run()
     workflow.finalize()
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1]

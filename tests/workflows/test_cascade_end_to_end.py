@@ -10,7 +10,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from bundle_files import CONFIGS, bundle_workflow, configs
+import torch
+from bundle_files import CONFIGS, bundle_workflow, configs, error_messages
 
 from pipeline.inference.cascade import CascadePredictor
 
@@ -98,3 +99,33 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
         np.asarray(nib.load(scored).dataobj),
         np.asarray(nib.load(tmp_path / "masks" / scored.name).dataobj),
     )
+
+    # Each model records its stage; the pair swapped stops, naming both files.
+    assert torch.load(locator_ckpt, weights_only=True)["trained_for"]["role"] == "locator"
+    assert torch.load(refiner_ckpt, weights_only=True)["trained_for"]["role"] == "refiner"
+    swapped = bundle_workflow(
+        configs("common.yaml", "inference.yaml", "cascade.yaml", "quick.yaml"),
+        "inference",
+        ckpt=str(locator_ckpt),
+        input_dir=str(tmp_path / "synthetic"),
+        output_dir=str(tmp_path / "swapped"),
+        **{"locator#ckpt": str(refiner_ckpt)},
+        **MARGIN,
+    )
+    with pytest.raises(Exception) as err:
+        swapped.parser.get_parsed_content("predictor")
+    message = error_messages(err.value)
+    # Whichever stage is built first reports; either way both files are named.
+    as_locator = (
+        f"{refiner_ckpt} (the cascade's locator; its refiner: {locator_ckpt})",
+        "role: trained 'refiner', configured 'locator'",
+        "pixdim: trained [6.0, 6.0, 6.0], configured [12.0, 12.0, 12.0]",
+    )
+    as_refiner = (
+        f"{locator_ckpt} (the cascade's refiner; its locator: {refiner_ckpt})",
+        "role: trained 'locator', configured 'refiner'",
+        "pixdim: trained [12.0, 12.0, 12.0], configured [6.0, 6.0, 6.0]",
+    )
+    assert all(part in message for part in as_locator) or all(
+        part in message for part in as_refiner
+    ), message
