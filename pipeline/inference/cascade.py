@@ -14,6 +14,11 @@ nnU-Net's cascade and of TotalSegmentator's liver-lesion task) splits the job:
 The scan is read once. A scan in which the locator finds no liver gets an empty mask and
 a warning, never an exception; a liver that touches the scan's edge (a field of view
 that cuts it) gets a warning too. Both warnings go into the case's JSON.
+
+A coarse locator can miss part of a liver (on a real 3 mm CT the demo's found 933 of
+1126 mL), and the refiner cannot segment what lies outside its box. When the refiner's
+liver reaches the box's face (and the face is not the scan's edge), the box is grown
+to hold the refiner's liver plus the margin, and the refiner runs once more.
 """
 
 from __future__ import annotations
@@ -49,6 +54,41 @@ def edge_axes(mask: np.ndarray) -> list[int]:
     return touching
 
 
+def grown_box(
+    box: np.ndarray, refined: np.ndarray, affine: np.ndarray, margin_mm: float
+) -> np.ndarray | None:
+    """The box to use instead of ``box`` when the refiner's liver reaches its crop's face.
+
+    The refiner's crop is the bounding box of ``box`` plus ``margin_mm`` on each side,
+    clipped to the scan. A refined liver that comes within a quarter of the margin of a
+    face the clipping did not make (the scan's edge stays where it is) was probably cut by
+    it.
+
+    Args:
+        box: the mask the crop was made from (the located liver), on the scan's grid.
+        refined: the refiner's liver on the same grid.
+        affine: the scan's voxel-to-world affine (for the voxel size).
+        margin_mm: the crop's margin.
+
+    Returns:
+        ``box | refined``, or None when the refined liver stays clear of every face.
+    """
+    if not refined.any():
+        return None
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    margin = np.ceil(margin_mm / spacing).astype(int)
+    slack = np.maximum(margin // 4, 0)
+    box_points, refined_points = np.nonzero(box), np.nonzero(refined)
+    for axis, size in enumerate(box.shape):
+        crop_lo = max(int(box_points[axis].min()) - margin[axis], 0)
+        crop_hi = min(int(box_points[axis].max()) + margin[axis], size - 1)
+        reaches_lo = crop_lo > 0 and refined_points[axis].min() <= crop_lo + slack[axis]
+        reaches_hi = crop_hi < size - 1 and refined_points[axis].max() >= crop_hi - slack[axis]
+        if reaches_lo or reaches_hi:
+            return box | refined
+    return None
+
+
 class CascadePredictor:
     """Runs the locator on the whole scan and the refiner inside the liver's box.
 
@@ -58,16 +98,31 @@ class CascadePredictor:
         refiner: the fine predictor; its pre-processing must crop to ``BOX_KEY``.
         min_liver_ml: a located liver smaller than this counts as no liver (an adult
             liver is 1-2.5 L; a few mL are a false positive, not a liver).
+        margin_mm: the box's margin around the located liver (the refiner's
+            pre-processing applies it; here it tells when the refiner's liver reaches
+            the box's face).
+        max_box_growths: how often the box may grow to the refiner's liver (0: never).
     """
 
     def __init__(
-        self, locator: ScanPredictor, refiner: ScanPredictor, min_liver_ml: float = 100.0
+        self,
+        locator: ScanPredictor,
+        refiner: ScanPredictor,
+        min_liver_ml: float = 100.0,
+        margin_mm: float = 20.0,
+        max_box_growths: int = 0,
     ) -> None:
         if min_liver_ml < 0:
             raise ValueError(f"min_liver_ml must be >= 0, got {min_liver_ml}")
+        if margin_mm < 0 or max_box_growths < 0:
+            raise ValueError(
+                f"margin_mm and max_box_growths must be >= 0, got {margin_mm}, {max_box_growths}"
+            )
         self.locator = locator
         self.refiner = refiner
         self.min_liver_ml = float(min_liver_ml)
+        self.margin_mm = float(margin_mm)
+        self.max_box_growths = int(max_box_growths)
 
     @property
     def device(self) -> torch.device:
@@ -121,10 +176,25 @@ class CascadePredictor:
                 "of view may cut the liver, and its volume is then too small"
             )
             logger.warning("%s: %s", scan.path, warnings[-1])
-        data[BOX_KEY] = MetaTensor(
-            torch.from_numpy(liver[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
-        )
-        output = self.refiner.forward(data, seconds)
+        box = liver
+        for growth in range(self.max_box_growths + 1):
+            pass_data = dict(data, image=image.clone() if growth < self.max_box_growths else image)
+            pass_data[BOX_KEY] = MetaTensor(
+                torch.from_numpy(box[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
+            )
+            output = self.refiner.forward(pass_data, seconds)
+            if growth == self.max_box_growths:
+                break
+            refined = self.refiner.finish(output, scan, {}, LesionFilter()).labels >= LIVER
+            grown = grown_box(box, refined, affine, self.margin_mm)
+            if grown is None:
+                break
+            box = grown
+            warnings.append(
+                "the refiner's liver reached the edge of the located liver's box: the box "
+                "was grown to it (stage 1 found too little liver) and the refiner run again"
+            )
+            logger.info("%s: %s", scan.path, warnings[-1])
 
         def finish(lesion_filter: LesionFilter | None) -> Prediction:
             prediction = self.refiner.finish(output, scan, dict(seconds), lesion_filter)

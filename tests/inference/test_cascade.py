@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
-from pipeline.inference.cascade import CascadePredictor, edge_axes
+from pipeline.inference.cascade import CascadePredictor, edge_axes, grown_box
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor
 from pipeline.inference.scans import Scan
@@ -63,8 +63,19 @@ class TumourWherePrior(torch.nn.Module):
         return torch.cat([1.0 - prior, torch.zeros_like(prior), 2.0 * prior], 1)
 
 
+class VeryBrightIsLiver(torch.nn.Module):
+    """Liver only above HU 250 (windowed 0.7): a locator that misses a liver's dimmer part."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 40.0 * (x - 0.7), torch.full_like(x, -100.0)], 1)
+
+
 def _cascade(
-    margin_mm: float = 2.0, refiner: torch.nn.Module | None = None, *overlays: str
+    margin_mm: float = 2.0,
+    refiner: torch.nn.Module | None = None,
+    *overlays: str,
+    locator: torch.nn.Module | None = None,
+    max_box_growths: int = 0,
 ) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel."""
     parser = ConfigParser()
@@ -73,8 +84,8 @@ def _cascade(
         {"pixdim": list(SPACING), "locator#pixdim": list(SPACING), "liver_box_margin_mm": margin_mm}
     )
     loading = Compose(parser.get_parsed_content("load_transforms"))
-    locator = ScanPredictor(
-        BrightIsLiver(),
+    first = ScanPredictor(
+        locator or BrightIsLiver(),
         loading,
         parser.get_parsed_content("locator#predictor#preprocessing"),
         SimpleInferer(),
@@ -86,7 +97,9 @@ def _cascade(
         Compose(parser.get_parsed_content("preprocess_transforms")),
         SimpleInferer(),
     )
-    return CascadePredictor(locator, refiner, min_liver_ml=0.05)
+    return CascadePredictor(
+        first, refiner, 0.05, margin_mm=margin_mm, max_box_growths=max_box_growths
+    )
 
 
 def test_the_refiner_sees_exactly_the_located_liver_box_plus_the_margin(tmp_path):
@@ -132,6 +145,52 @@ def test_in_training_the_prior_channel_is_the_reference_liver_on_the_locators_gr
     assert (prior != liver).sum() > 0
     dice = 2 * np.logical_and(prior > 0, liver).sum() / (prior.sum() + liver.sum())
     assert dice > 0.8
+
+
+@pytest.mark.parametrize("growths", [0, 1])
+def test_a_box_too_small_for_the_refiners_liver_grows_to_it(tmp_path, growths):
+    # The locator sees only the bright core (x 12-16); the refiner sees the whole liver
+    # (x 8-20). A 2 mm margin is 3 voxels along x: the first box (x 9-18) cuts the liver.
+    image = np.full(SHAPE, -1000, dtype=np.int16)
+    image[2:-2, 2:-2, 1:-1] = 0
+    image[8:21, 10:30, 3:8] = 200
+    image[12:17, 10:30, 3:8] = 300
+    path = save_nifti(image, _lps_affine(), tmp_path / "case.nii.gz")
+    cascade = _cascade(2.0, BrightIsLiver(), locator=VeryBrightIsLiver(), max_box_growths=growths)
+    prediction = cascade.predict(Scan("case", path, "nifti"))
+    liver = prediction.labels == 1
+    expected = np.zeros(SHAPE, dtype=bool)
+    expected[8:21, 10:30, 3:8] = True
+    if growths:
+        np.testing.assert_array_equal(liver, expected)
+        assert any("the box was grown" in w for w in prediction.warnings)
+    else:  # the first box's x range only: the liver is cut
+        np.testing.assert_array_equal(
+            liver,
+            expected
+            & (np.arange(SHAPE[0]) >= 9)[:, None, None]
+            & (np.arange(SHAPE[0]) <= 19)[:, None, None],
+        )
+        assert prediction.warnings == []
+
+
+def test_grown_box_leaves_a_box_that_holds_the_refined_liver_alone():
+    box = np.zeros((30, 30, 30), dtype=bool)
+    box[10:20, 10:20, 10:20] = True
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    inside = np.zeros_like(box)
+    inside[8:22, 10:20, 10:20] = True  # 2 voxels past the box: well inside the 8 mm margin
+    assert grown_box(box, inside, affine, margin_mm=8.0) is None
+    reaching = np.zeros_like(box)
+    reaching[3:20, 10:20, 10:20] = True  # to voxel 3: the crop starts at 2
+    np.testing.assert_array_equal(grown_box(box, reaching, affine, 8.0), box | reaching)
+    # The crop is clipped at the scan's edge there: a liver at that face is not cut by it.
+    edge_box = np.zeros_like(box)
+    edge_box[2:12, 10:20, 10:20] = True
+    at_edge = np.zeros_like(box)
+    at_edge[0:12, 10:20, 10:20] = True
+    assert grown_box(edge_box, at_edge, affine, 8.0) is None
+    assert grown_box(box, np.zeros_like(box), affine, 8.0) is None
 
 
 def test_no_liver_gives_an_empty_mask_and_a_warning_in_the_case_json(tmp_path):
