@@ -136,7 +136,8 @@ def run_sim2real(
     Args:
         ckpt: the weights (trained on phantoms).
         out_dir: output folder.
-        overlays: configs stacked on common.yaml (the ones the model was trained with).
+        overlays: configs stacked on common.yaml (the ones the model was trained with):
+            paths, or names of the bundle's configs (``demo.yaml``).
         cases: real scans with labels (default: ``../shared/data/real_ct``).
         **overrides: common.yaml ids (e.g. ``tta=True``).
     """
@@ -146,6 +147,8 @@ def run_sim2real(
     missing = [str(p) for c in cases for p in (c.scan, c.labels) if not p.exists()]
     if missing:
         raise FileNotFoundError(f"real CT data not found: {', '.join(missing)}")
+    # A bare name that is not a file here is one of the bundle's configs.
+    overlays = [o if Path(o).exists() else config_file(str(o)) for o in overlays]
     predictor = build_predictor(ckpt, [config_file("common.yaml"), *overlays], **overrides)
     results = [score_case(case, predictor, out) for case in cases]
     record = {"checkpoint": str(ckpt), "overlays": [str(o) for o in overlays], "cases": results}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -46,7 +47,12 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
     net = build_network("unet", channels=tiny["channels"], num_res_units=1, norm="instance")
     ckpt = tmp_path / "model.pt"
     torch.save(net.state_dict(), ckpt)
-    record = run_sim2real(ckpt, tmp_path / "out", cases=default_cases(real_ct_dir), **tiny)
+    # An overlay named as the docs name it: the bundle's own quick.yaml, from any folder.
+    record = run_sim2real(
+        ckpt, tmp_path / "out", ["quick.yaml"], cases=default_cases(real_ct_dir), **tiny
+    )
+    (overlay,) = record["overlays"]
+    assert Path(overlay).name == "quick.yaml" and Path(overlay).is_file()
     assert [c["case"] for c in record["cases"]] == ["abdomen_ct_3mm", "abdomen_ct_dicom"]
     for case in record["cases"]:
         assert 0.0 <= case["liver_dice"] <= 1.0
