@@ -129,7 +129,8 @@ def test_in_training_the_prior_channel_is_the_reference_liver_on_the_locators_gr
     parser = ConfigParser()
     parser.read_config(configs("common.yaml", "train.yaml", "cascade.yaml", "cascade_prior.yaml"))
     parser.update({"pixdim": [1.0, 1.0, 1.0], "locator#pixdim": [4.0, 4.0, 4.0]})
-    assert parser.get_parsed_content("in_channels") == 2
+    assert parser.get_parsed_content("trained_for#in_channels") == 2  # image + prior
+    assert parser.get_parsed_content("locator#trained_for#in_channels") == 1  # the image
     label = np.zeros((1, 40, 40, 40), dtype=np.uint8)
     label[0, 10:27, 12:30, 14:31] = 1  # 17 x 18 x 17 voxels: not whole 4 mm blocks
     label[0, 15:18, 15:18, 15:18] = 2

@@ -100,6 +100,35 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
         np.asarray(nib.load(tmp_path / "masks" / scored.name).dataobj),
     )
 
+    # With stage 1's liver as the refiner's second input (cascade_prior.yaml): trained on
+    # the reference's box, applied with the locator's, each stage with its own inputs.
+    prior_files = [*refiner_files[:3], str(CONFIGS / "cascade_prior.yaml"), refiner_files[3]]
+    bundle_workflow(
+        prior_files,
+        "training",
+        output_dir=str(tmp_path / "prior"),
+        ckpt_dir=str(tmp_path / "prior" / "models"),
+        **data,
+        **MARGIN,
+    ).run()
+    prior_ckpt = tmp_path / "prior" / "models" / "model.pt"
+    assert torch.load(prior_ckpt, weights_only=True)["trained_for"]["in_channels"] == 2
+    with_prior = bundle_workflow(
+        configs(
+            "common.yaml", "inference.yaml", "cascade.yaml", "cascade_prior.yaml", "quick.yaml"
+        ),
+        "inference",
+        ckpt=str(prior_ckpt),
+        input_dir=str(tmp_path / "synthetic"),
+        output_dir=str(tmp_path / "prior_masks"),
+        progress=False,
+        **{"locator#ckpt": str(locator_ckpt)},
+        **MARGIN,
+    )
+    with_prior.run()
+    run_json = json.loads((tmp_path / "prior_masks" / "run.json").read_text())
+    assert run_json["failed"] == [] and len(run_json["done"]) == 4
+
     # Each model records its stage; the pair swapped stops, naming both files.
     assert torch.load(locator_ckpt, weights_only=True)["trained_for"]["role"] == "locator"
     assert torch.load(refiner_ckpt, weights_only=True)["trained_for"]["role"] == "refiner"
