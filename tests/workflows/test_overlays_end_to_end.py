@@ -21,6 +21,7 @@ from pipeline.workflows.sweep import main as sweep_main
 
 
 def _first_conv(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    state = state.get("model", state)  # model.pt: {"model": weights, "trained_for": ...}
     return next(v for k, v in state.items() if k.endswith("weight") and v.ndim >= 4)
 
 
