@@ -18,7 +18,8 @@ that cuts it) gets a warning too. Both warnings go into the case's JSON.
 A coarse locator can miss part of a liver (on a real 3 mm CT the demo's found 933 of
 1126 mL), and the refiner cannot segment what lies outside its box. When the refiner's
 liver reaches the box's face (and the face is not the scan's edge), the box is grown
-to hold the refiner's liver plus the margin, and the refiner runs once more.
+to hold the refiner's liver plus the margin, and the refiner runs once more
+(``liver_box_growths`` of cascade.yaml; off until it is measured on real scans).
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ class CascadePredictor:
             logger.warning("%s: %s", scan.path, warnings[-1])
         box = liver
         for growth in range(self.max_box_growths + 1):
+            # A pass that may be followed by another gets a copy: pre-processing adds to
+            # the image's transform history, which each pass's inversion reads.
             pass_data = dict(data, image=image.clone() if growth < self.max_box_growths else image)
             pass_data[BOX_KEY] = MetaTensor(
                 torch.from_numpy(box[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)

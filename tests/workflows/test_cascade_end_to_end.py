@@ -57,16 +57,7 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     refiner_ckpt = tmp_path / "refiner" / "models" / "model.pt"
 
     # Inference: both stages, the refiner's mask written back on each scan's grid.
-    inference = bundle_workflow(
-        configs("common.yaml", "inference.yaml", "cascade.yaml", "quick.yaml"),
-        "inference",
-        ckpt=str(refiner_ckpt),
-        input_dir=str(tmp_path / "synthetic"),
-        output_dir=str(tmp_path / "masks"),
-        progress=False,
-        **{"locator#ckpt": str(locator_ckpt)},
-        **MARGIN,
-    )
+    inference = _cascade_inference(tmp_path, "masks", refiner_ckpt, locator_ckpt)
     assert isinstance(inference.parser.get_parsed_content("predictor"), CascadePredictor)
     inference.run()
     run_json = json.loads((tmp_path / "masks" / "run.json").read_text())
@@ -113,17 +104,8 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     ).run()
     prior_ckpt = tmp_path / "prior" / "models" / "model.pt"
     assert torch.load(prior_ckpt, weights_only=True)["trained_for"]["in_channels"] == 2
-    with_prior = bundle_workflow(
-        configs(
-            "common.yaml", "inference.yaml", "cascade.yaml", "cascade_prior.yaml", "quick.yaml"
-        ),
-        "inference",
-        ckpt=str(prior_ckpt),
-        input_dir=str(tmp_path / "synthetic"),
-        output_dir=str(tmp_path / "prior_masks"),
-        progress=False,
-        **{"locator#ckpt": str(locator_ckpt)},
-        **MARGIN,
+    with_prior = _cascade_inference(
+        tmp_path, "prior_masks", prior_ckpt, locator_ckpt, "cascade_prior.yaml"
     )
     with_prior.run()
     run_json = json.loads((tmp_path / "prior_masks" / "run.json").read_text())
@@ -132,15 +114,7 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     # Each model records its stage; the pair swapped stops, naming both files.
     assert torch.load(locator_ckpt, weights_only=True)["trained_for"]["role"] == "locator"
     assert torch.load(refiner_ckpt, weights_only=True)["trained_for"]["role"] == "refiner"
-    swapped = bundle_workflow(
-        configs("common.yaml", "inference.yaml", "cascade.yaml", "quick.yaml"),
-        "inference",
-        ckpt=str(locator_ckpt),
-        input_dir=str(tmp_path / "synthetic"),
-        output_dir=str(tmp_path / "swapped"),
-        **{"locator#ckpt": str(refiner_ckpt)},
-        **MARGIN,
-    )
+    swapped = _cascade_inference(tmp_path, "swapped", locator_ckpt, refiner_ckpt)
     with pytest.raises(Exception) as err:
         swapped.parser.get_parsed_content("predictor")
     message = error_messages(err.value)
@@ -158,3 +132,17 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     assert all(part in message for part in as_locator) or all(
         part in message for part in as_refiner
     ), message
+
+
+def _cascade_inference(tmp_path, out: str, refiner_ckpt, locator_ckpt, *overlays: str):
+    """``run inference`` of the tiny cascade on the synthetic folder, masks to ``out``."""
+    return bundle_workflow(
+        configs("common.yaml", "inference.yaml", "cascade.yaml", *overlays, "quick.yaml"),
+        "inference",
+        ckpt=str(refiner_ckpt),
+        input_dir=str(tmp_path / "synthetic"),
+        output_dir=str(tmp_path / out),
+        progress=False,
+        **{"locator#ckpt": str(locator_ckpt)},
+        **MARGIN,
+    )
