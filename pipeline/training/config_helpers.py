@@ -1,11 +1,10 @@
-"""Helpers the bundle configs call: paths, data lists, schedules, metric inputs.
+"""Helpers the bundle configs call: paths, data lists, metric inputs.
 
 Each is more than one line of ``$`` Python, so it lives here rather than in YAML.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -57,39 +56,6 @@ def load_datalist(
             f"{len(split['training'])} and {len(split['validation'])}"
         )
     return split
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int = 0
-) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
-    """An epoch-level learning-rate schedule.
-
-    Args:
-        optimizer: the optimizer to schedule.
-        name: "cosine" (to zero at the last epoch), "poly" (power 0.9, as nnU-Net),
-            "constant", or "plateau" (halve when the key metric stops improving).
-        epochs: total number of epochs.
-        warmup_epochs: linear warm-up epochs before the schedule.
-    """
-    total = max(int(epochs), 1)
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup_epochs:
-            return (epoch + 1) / (warmup_epochs + 1)
-        progress = min((epoch - warmup_epochs) / max(total - warmup_epochs, 1), 1.0)
-        if name == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if name == "poly":
-            return (1 - progress) ** 0.9
-        return 1.0
-
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.5, patience=5
-        )
-    if name not in ("cosine", "poly", "constant"):
-        raise ValueError(f"lr schedule must be cosine, poly, constant or plateau, got {name!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def liver_tumour_masks(

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from monai.transforms import RandCropByLabelClassesd
+
+from pipeline.transforms.sampling import LesionBalancedIndicesd, lesion_balanced_class_indices
+
+
+def _two_lesion_label() -> np.ndarray:
+    """A 60^3 liver holding one 20^3 lesion (8000 voxels) and one 2^3 lesion (8 voxels)."""
+    label = np.zeros((1, 64, 64, 64), np.uint8)
+    label[0, 2:62, 2:62, 2:62] = 1
+    label[0, 5:25, 5:25, 5:25] = 2
+    label[0, 50:52, 50:52, 50:52] = 2
+    return label
+
+
+def test_every_lesion_gets_the_same_number_of_candidates():
+    label = _two_lesion_label()
+    indices = lesion_balanced_class_indices(label, per_lesion=50)
+    tumour = np.unravel_index(indices[2], label.shape[1:])
+    in_small = (tumour[0] >= 50) & (tumour[1] >= 50) & (tumour[2] >= 50)
+    assert len(indices[2]) == 100
+    assert int(in_small.sum()) == 50  # the 8-voxel lesion: as many as the 8000-voxel one
+    assert np.all(label[0][tumour] == 2)
+
+
+@pytest.mark.parametrize("max_per_class", [10, 1000])
+def test_other_classes_are_capped_and_belong_to_their_class(max_per_class):
+    label = _two_lesion_label()
+    indices = lesion_balanced_class_indices(label, per_lesion=5, max_per_class=max_per_class)
+    flat = label.reshape(-1)
+    for value in (0, 1):
+        assert len(indices[value]) == max_per_class
+        assert len(np.unique(indices[value])) == max_per_class  # drawn without replacement
+        assert np.all(flat[indices[value]] == value)
+
+
+def test_draws_are_deterministic_and_absent_classes_empty():
+    label = np.zeros((8, 8, 8), np.uint8)
+    label[2:4, 2:4, 2:4] = 1
+    first = lesion_balanced_class_indices(label)
+    second = lesion_balanced_class_indices(torch.as_tensor(label))
+    assert [a.tolist() for a in first] == [b.tolist() for b in second]
+    assert len(first[2]) == 0 and len(first[1]) == 8
+
+
+def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
+    label = _two_lesion_label()
+    image = torch.zeros(1, 64, 64, 64)
+    image[0, 50:52, 50:52, 50:52] = 1  # marks the small lesion
+    data = LesionBalancedIndicesd("label", per_lesion=100)(
+        {"image": image, "label": torch.as_tensor(label)}
+    )
+    cropper = RandCropByLabelClassesd(
+        ["image", "label"],
+        "label",
+        spatial_size=(4, 4, 4),
+        ratios=[0, 0, 1],
+        num_classes=3,
+        num_samples=400,
+        indices_key="label_cls_indices",
+        warn=False,
+    )
+    cropper.set_random_state(0)
+    crops = cropper(data)
+    small = sum(float(c["image"].sum()) > 0 for c in crops)
+    assert 0.4 < small / len(crops) < 0.6
+    # The same cropper by voxel: the small lesion holds 8 of 8008 tumour voxels.
+    by_voxel = RandCropByLabelClassesd(
+        ["image", "label"],
+        "label",
+        spatial_size=(4, 4, 4),
+        ratios=[0, 0, 1],
+        num_classes=3,
+        num_samples=400,
+        warn=False,
+    )
+    by_voxel.set_random_state(0)
+    data.pop("label_cls_indices")
+    assert sum(float(c["image"].sum()) > 0 for c in by_voxel(data)) < 0.05 * len(crops)
+
+
+def test_per_lesion_must_be_positive():
+    with pytest.raises(ValueError, match="per_lesion"):
+        LesionBalancedIndicesd("label", per_lesion=0)
