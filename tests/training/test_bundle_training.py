@@ -94,13 +94,30 @@ def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
     started = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: started.append(e.state.epoch))
     optimizer = second.parser.get_parsed_content("optimizer")
+    scheduler = second.parser.get_parsed_content("lr_scheduler")
     second.run()
     second.finalize()
     assert started == [2], "resumed run must train epoch 2 only"
     step = next(iter(optimizer.state.values()))["step"]
     # AdamW's step count continued from the checkpoint instead of restarting at zero.
     assert float(step) == pytest.approx(2 * state["epoch_length"])
+    # The schedule continued from epoch 1 to the end of its 2 epochs: cosine at zero.
+    assert scheduler.last_epoch == 2
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+
+
+def test_lesion_balanced_crops_train_through_the_bundle(tmp_path):
+    workflow = _workflow(tmp_path, epochs=1, lesion_balanced_crops=True)
+    names = [
+        type(t).__name__
+        for t in workflow.parser.get_parsed_content("train#preprocessing").transforms
+    ]
+    assert "LesionBalancedIndicesd" in names and "DeleteItemsd" in names
+    workflow.run()
+    workflow.finalize()
+    assert len(_rows(tmp_path)) == 1
+    assert float(_rows(tmp_path)[0]["loss"]) > 0
 
 
 def test_quick_training_from_the_command_line(tmp_path):

@@ -7,6 +7,9 @@ from ignite.engine import Engine
 from pipeline.training import schedules
 from pipeline.training.schedules import BudgetedSchedule, ScheduleStep, build_scheduler
 
+# The tests step schedules without training steps; torch warns about that order.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+
 
 def _optimizer(lr: float = 1.0) -> torch.optim.Optimizer:
     return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
