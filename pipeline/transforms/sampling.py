@@ -7,8 +7,8 @@ lesions over 20 mm and none of 30 under 20 mm. Here the tumour class's candidate
 are drawn lesion by lesion (3D connected components), the same number from each, so a
 small lesion is as likely a crop centre as a large one. The result is the per-class index
 list that ``RandCropByLabelClassesd(indices_key=...)`` accepts, computed once per case (a
-deterministic transform, so ``CacheDataset`` keeps it). MONAI's ``ClassesToIndicesd``
-samples each class uniformly by voxel and has no per-component balancing, hence this.
+deterministic transform, so ``CacheDataset`` keeps it). MONAI's ``map_classes_to_indices``
+lists the other classes; it has no per-component balancing, hence the lesion class here.
 
 Off by default (train.yaml ``lesion_balanced_crops``): on the demo's cascade it took crops
 from the large lesions without finding the small ones (model card, "What mattered").
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.transforms.utils import map_classes_to_indices
 from scipy import ndimage
 
 from pipeline.labels import TUMOUR
@@ -44,8 +45,8 @@ def lesion_balanced_class_indices(
         num_classes: number of classes (one index array each).
         per_lesion: candidates drawn from each lesion (with replacement when the lesion has
             fewer voxels), so every lesion has the same chance to be a crop centre.
-        max_per_class: the other classes keep at most this many voxels, drawn uniformly
-            (their centres stay uniform by voxel; the cap bounds the cached memory).
+        max_per_class: the other classes keep at most this many voxels, evenly strided
+            (MONAI's ``map_classes_to_indices``; the cap bounds the cached memory).
         lesion_class: the class balanced by connected component.
         seed: seed of the draws (the same label gives the same indices).
 
@@ -57,17 +58,16 @@ def lesion_balanced_class_indices(
         if array.shape[0] != 1:
             raise ValueError(f"expected a one-channel label map, got shape {array.shape}")
         array = array[0]
-    flat = array.reshape(-1)
+    # The other classes as MONAI lists them (evenly strided when over the cap); only the
+    # lesion class is replaced by draws per connected component.
+    indices = [
+        np.asarray(found, dtype=np.int64)
+        for found in map_classes_to_indices(
+            array[None], num_classes, max_samples_per_class=max_per_class
+        )
+    ]
     rng = np.random.RandomState(seed)
-    indices = []
-    for value in range(num_classes):
-        if value == lesion_class:
-            indices.append(_per_lesion(array, value, per_lesion, rng))
-            continue
-        where = np.flatnonzero(flat == value)
-        if len(where) > max_per_class:
-            where = np.sort(rng.choice(where, max_per_class, replace=False))
-        indices.append(where.astype(np.int64))
+    indices[lesion_class] = _per_lesion(array, lesion_class, per_lesion, rng)
     return indices
 
 

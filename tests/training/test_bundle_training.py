@@ -109,11 +109,13 @@ def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
 
 def test_lesion_balanced_crops_train_through_the_bundle(tmp_path):
     workflow = _workflow(tmp_path, epochs=1, lesion_balanced_crops=True)
-    names = [
-        type(t).__name__
-        for t in workflow.parser.get_parsed_content("train#preprocessing").transforms
-    ]
+    transforms = workflow.parser.get_parsed_content("train#preprocessing").transforms
+    names = [type(t).__name__ for t in transforms]
     assert "LesionBalancedIndicesd" in names and "DeleteItemsd" in names
+    # The crop reads the balanced indices (without them it would sample by voxel).
+    crop = next(t for t in transforms if type(t).__name__ == "RandCropByLabelClassesd")
+    assert crop.indices_key == "label_cls_indices"
+    assert names.index("LesionBalancedIndicesd") < names.index("RandCropByLabelClassesd")
     workflow.run()
     workflow.finalize()
     assert len(_rows(tmp_path)) == 1

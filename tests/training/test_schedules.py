@@ -25,6 +25,14 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The schedules' clock, moved by the test."""
+    fake = FakeClock()
+    monkeypatch.setattr(schedules.time, "perf_counter", fake)
+    return fake
+
+
 @pytest.mark.parametrize(
     "shape, progress, expected",
     [
@@ -56,9 +64,7 @@ def test_epochs_alone_drive_the_schedule_without_a_time_limit():
     assert rates == pytest.approx(expected)
 
 
-def test_time_limit_ends_the_schedule_before_the_epochs_do(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(schedules.time, "perf_counter", clock)
+def test_time_limit_ends_the_schedule_before_the_epochs_do(clock):
     optimizer = _optimizer(1.0)
     # 100 epochs planned, 10 minutes allowed: the minutes run out first.
     scheduler = BudgetedSchedule(optimizer, "cosine", epochs=100, time_limit_minutes=10)
@@ -72,9 +78,7 @@ def test_time_limit_ends_the_schedule_before_the_epochs_do(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
-def test_epochs_win_when_they_run_out_first(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(schedules.time, "perf_counter", clock)
+def test_epochs_win_when_they_run_out_first(clock):
     optimizer = _optimizer(1.0)
     scheduler = BudgetedSchedule(optimizer, "poly", epochs=2, time_limit_minutes=60)
     scheduler.start_clock()
@@ -93,9 +97,7 @@ def test_warmup_ramps_before_the_schedule_starts():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
 
 
-def test_resumed_schedule_keeps_its_epoch_and_the_new_settings(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(schedules.time, "perf_counter", clock)
+def test_resumed_schedule_keeps_its_epoch_and_the_new_settings(clock):
     first = BudgetedSchedule(_optimizer(), "cosine", epochs=10, time_limit_minutes=5)
     first.start_clock()
     for _ in range(3):
@@ -112,9 +114,7 @@ def test_resumed_schedule_keeps_its_epoch_and_the_new_settings(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 20)))
 
 
-def test_schedule_step_handler_starts_the_clock_and_steps_each_epoch(monkeypatch):
-    clock = FakeClock()
-    monkeypatch.setattr(schedules.time, "perf_counter", clock)
+def test_schedule_step_handler_starts_the_clock_and_steps_each_epoch(clock):
     optimizer = _optimizer(1.0)
     scheduler = BudgetedSchedule(optimizer, "cosine", epochs=1000, time_limit_minutes=1)
 

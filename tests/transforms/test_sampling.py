@@ -32,7 +32,7 @@ def test_other_classes_are_capped_and_belong_to_their_class(max_per_class):
     flat = label.reshape(-1)
     for value in (0, 1):
         assert len(indices[value]) == max_per_class
-        assert len(np.unique(indices[value])) == max_per_class  # drawn without replacement
+        assert len(np.unique(indices[value])) == max_per_class  # no voxel twice
         assert np.all(flat[indices[value]] == value)
 
 
@@ -45,13 +45,8 @@ def test_draws_are_deterministic_and_absent_classes_empty():
     assert len(first[2]) == 0 and len(first[1]) == 8
 
 
-def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
-    label = _two_lesion_label()
-    image = torch.zeros(1, 64, 64, 64)
-    image[0, 50:52, 50:52, 50:52] = 1  # marks the small lesion
-    data = LesionBalancedIndicesd("label", per_lesion=100)(
-        {"image": image, "label": torch.as_tensor(label)}
-    )
+def _tumour_cropper(indices_key: str | None) -> RandCropByLabelClassesd:
+    """400 tumour-centred 4^3 crops, from precomputed indices or by voxel (None)."""
     cropper = RandCropByLabelClassesd(
         ["image", "label"],
         "label",
@@ -59,26 +54,27 @@ def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
         ratios=[0, 0, 1],
         num_classes=3,
         num_samples=400,
-        indices_key="label_cls_indices",
+        indices_key=indices_key,
         warn=False,
     )
     cropper.set_random_state(0)
-    crops = cropper(data)
+    return cropper
+
+
+def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
+    label = _two_lesion_label()
+    image = torch.zeros(1, 64, 64, 64)
+    image[0, 50:52, 50:52, 50:52] = 1  # marks the small lesion
+    data = LesionBalancedIndicesd("label", per_lesion=100)(
+        {"image": image, "label": torch.as_tensor(label)}
+    )
+    crops = _tumour_cropper("label_cls_indices")(data)
     small = sum(float(c["image"].sum()) > 0 for c in crops)
     assert 0.4 < small / len(crops) < 0.6
     # The same cropper by voxel: the small lesion holds 8 of 8008 tumour voxels.
-    by_voxel = RandCropByLabelClassesd(
-        ["image", "label"],
-        "label",
-        spatial_size=(4, 4, 4),
-        ratios=[0, 0, 1],
-        num_classes=3,
-        num_samples=400,
-        warn=False,
-    )
-    by_voxel.set_random_state(0)
     data.pop("label_cls_indices")
-    assert sum(float(c["image"].sum()) > 0 for c in by_voxel(data)) < 0.05 * len(crops)
+    by_voxel = _tumour_cropper(None)(data)
+    assert sum(float(c["image"].sum()) > 0 for c in by_voxel) < 0.05 * len(crops)
 
 
 def test_per_lesion_must_be_positive():
