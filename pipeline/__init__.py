@@ -5,7 +5,17 @@ Labels follow LiTS and MSD Task03: 0 background, 1 liver, 2 tumour.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 __version__ = "0.1.0"
+
+# MONAI >= 1.6 builds every image reader in each LoadImage. With pydicom installed (highdicom,
+# for DICOM-SEG output, needs it) its GPU DICOM reader then says on every load that the
+# CUDA decoder nvImageCodec is missing. DICOM is read by ITK here, so the message is noise
+# no user can act on; only these two messages are silenced.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 from pipeline.labels import BACKGROUND, LIVER, TUMOUR
 

@@ -1,4 +1,4 @@
-"""Reading and atomic writing of NIfTI volumes and small text files.
+"""Reading and atomic writing of NIfTI / NRRD / MetaImage volumes and small text files.
 
 Writes go to a temporary name in the destination folder and are renamed into place,
 so an interrupted run never leaves a half-written file under the final name.
@@ -90,6 +90,37 @@ def save_label_map_like(
     image.set_sform(scan.get_sform(), code=int(scan.header["sform_code"]))
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
+    return Path(path)
+
+
+def save_label_map_itk_like(
+    labels: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike
+) -> Path:
+    """Save a uint8 label map in an ITK format (NRRD, MetaImage) with a scan's geometry.
+
+    Only the reference's header is read (origin, spacing, direction); the file type
+    follows ``path``'s suffix and the voxels are compressed.
+
+    Args:
+        labels: (X, Y, Z) labels in the reference's voxel order, as MONAI's ITK reader
+            returns arrays (ITK's own numpy view is (Z, Y, X)).
+        reference: the scan (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``).
+        path: the output file (``.nrrd`` or ``.mha``).
+    """
+    import itk  # heavy: imported only when an ITK-format scan is written back
+
+    reader = itk.ImageFileReader.New(FileName=str(reference))
+    reader.UpdateOutputInformation()  # the header only, no voxel data
+    scan = reader.GetOutput()
+    size = tuple(int(n) for n in scan.GetLargestPossibleRegion().GetSize())
+    if size[:3] != tuple(labels.shape):
+        raise ValueError(f"labels {labels.shape} do not match {reference} {size}")
+    image = itk.image_from_array(np.ascontiguousarray(np.asarray(labels, np.uint8).transpose()))
+    image.SetOrigin(scan.GetOrigin())
+    image.SetSpacing(scan.GetSpacing())
+    image.SetDirection(scan.GetDirection())
+    with atomic_path(path) as tmp:
+        itk.imwrite(image, str(tmp), compression=True)
     return Path(path)
 
 

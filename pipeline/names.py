@@ -1,4 +1,4 @@
-"""File-name conventions shared by every stage: NIfTI suffixes and natural sorting.
+"""File-name conventions shared by every stage: image suffixes and natural sorting.
 
 Discovery (``data.datalist``), inference (``inference.scans``) and evaluation
 (``evaluation.pairing``) all name cases after their files; they use these helpers so a
@@ -11,6 +11,9 @@ import re
 from typing import Any
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# 3D Slicer's and ITK's own formats (NRRD with attached or detached header, MetaImage in
+# one file or a header beside raw data); ITK reads them all.
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def strip_nifti_suffix(name: str) -> str | None:
@@ -18,6 +21,18 @@ def strip_nifti_suffix(name: str) -> str | None:
     for suffix in NIFTI_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
+    return None
+
+
+def split_image_suffix(name: str) -> tuple[str, str] | None:
+    """``(stem, suffix)`` of a NIfTI, NRRD or MetaImage file name; None for anything else.
+
+    The suffix is matched case-insensitively (``scan.NRRD``) and returned lower-case.
+    """
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], suffix
     return None
 
 

@@ -8,7 +8,12 @@ leaves no half-written mask, and a re-run skips the finished cases unless ``over
 
 Outputs in ``output_dir``:
 
-* ``<case>_seg.nii.gz``: uint8 labels on the scan's grid (a NIfTI scan's own header);
+* the mask, uint8 labels on the scan's grid, in the ``output_format`` asked for:
+  ``nifti`` (default) ``<case>_seg.nii.gz`` (a NIfTI scan's own header); ``dicom_seg``
+  ``<case>_seg.dcm``, a DICOM Segmentation of a DICOM series input (``dicom_seg.py``);
+  ``both`` the NIfTI, and the DICOM-SEG too for a DICOM series; ``native`` the input's own format (NIfTI, ``.nrrd`` for NRRD,
+  ``.mha`` for MetaImage, DICOM-SEG for a DICOM series). A format the input cannot have
+  (DICOM-SEG of a NIfTI file) fails that case, named in ``failures.csv``, before any work;
 * ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings;
 * ``quantification.csv``: one row per segmented case;
 * ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
@@ -35,10 +40,25 @@ from tqdm.auto import tqdm
 
 from pipeline import __version__
 from pipeline.checkpoints import sha256_of
-from pipeline.inference.predictor import STAGES, ScanPredictor
+from pipeline.inference.dicom_seg import save_dicom_seg
+from pipeline.inference.dicom_series import read_series
+from pipeline.inference.predictor import STAGES, Prediction, ScanPredictor
 from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_row, quantify
-from pipeline.inference.scans import OUTPUT_SUFFIX, Scan, check_unique_cases, find_scans
-from pipeline.io import atomic_path, save_label_map_like, save_nifti, write_json
+from pipeline.inference.scans import (
+    OUTPUT_SUFFIX,
+    InvalidScanError,
+    Scan,
+    check_unique_cases,
+    find_scans,
+)
+from pipeline.io import (
+    atomic_path,
+    save_label_map_itk_like,
+    save_label_map_like,
+    save_nifti,
+    write_json,
+)
+from pipeline.names import split_image_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +66,7 @@ logger = logging.getLogger(__name__)
 TIMING_COLUMNS = ("case", "locate", *STAGES, "quantify", "save", "total")
 FAILURE_COLUMNS = ("case", "input", "error")
 WARNING_COLUMNS = ("case", "input", "warning")
+OUTPUT_FORMATS = ("nifti", "dicom_seg", "both", "native")
 
 
 @dataclass
@@ -65,8 +86,39 @@ class RunSummary:
 
 
 def mask_path(output_dir: Path, case: str) -> Path:
-    """Where the mask of ``case`` goes."""
+    """Where the NIfTI mask of ``case`` goes."""
     return output_dir / f"{case}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def output_paths(output_dir: Path, scan: Scan, output_format: str) -> dict[str, Path]:
+    """The mask files ``scan`` gets in ``output_format``, by writer: nifti, dicom_seg, itk.
+
+    Raises:
+        InvalidScanError: a DICOM-SEG asked for a scan that is not a DICOM series.
+    """
+    stem = output_dir / f"{scan.case}{OUTPUT_SUFFIX}"
+    if output_format == "native":
+        if scan.kind == "dicom":
+            return {"dicom_seg": stem.with_name(stem.name + ".dcm")}
+        if scan.kind == "itk":
+            # One file back: NRRD stays NRRD, MetaImage is written as a single .mha.
+            split = split_image_suffix(scan.path.name)
+            suffix = ".nrrd" if split is not None and split[1] in (".nrrd", ".nhdr") else ".mha"
+            return {"itk": stem.with_name(stem.name + suffix)}
+        return {"nifti": mask_path(output_dir, scan.case)}
+    paths = {}
+    if output_format in ("nifti", "both"):
+        paths["nifti"] = mask_path(output_dir, scan.case)
+    if output_format == "dicom_seg" and scan.kind != "dicom":
+        kind = {"nifti": "NIfTI", "itk": "NRRD / MetaImage"}.get(scan.kind, scan.kind)
+        raise InvalidScanError(
+            f"{scan.path}: --output_format dicom_seg writes a DICOM-SEG, which needs a DICOM "
+            f"series as input, not a {kind} file (use --output_format nifti, both or native)"
+        )
+    # "both" in a mixed folder: every scan gets its NIfTI, DICOM series their SEG too.
+    if output_format in ("dicom_seg", "both") and scan.kind == "dicom":
+        paths["dicom_seg"] = stem.with_name(stem.name + ".dcm")
+    return paths
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -93,6 +145,7 @@ class FolderRun:
         overwrite: redo cases whose mask and JSON already exist.
         save_probabilities: also write ``<case>_prob.nii.gz`` (X, Y, Z, 3 float32).
         progress: show a progress bar.
+        output_format: ``nifti``, ``dicom_seg``, ``both`` or ``native`` (module docstring).
     """
 
     def __init__(
@@ -105,7 +158,12 @@ class FolderRun:
         overwrite: bool = False,
         save_probabilities: bool = False,
         progress: bool = True,
+        output_format: str = "nifti",
     ) -> None:
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}"
+            )
         if not input_path:
             raise ValueError("no input: pass --input_dir FOLDER (NIfTI files or DICOM series)")
         if not output_dir:
@@ -123,28 +181,50 @@ class FolderRun:
         self.overwrite = bool(overwrite)
         self.save_probabilities = bool(save_probabilities)
         self.progress = progress
+        self.output_format = output_format
         self._checkpoint_sha256: str | None = None
 
     # ---- one scan -------------------------------------------------------------------------
     def _finished(self, scan: Scan) -> bool:
-        return (
-            mask_path(self.output_dir, scan.case).exists()
-            and (self.output_dir / f"{scan.case}.json").exists()
+        try:
+            outputs = output_paths(self.output_dir, scan, self.output_format)
+        except InvalidScanError:
+            return False  # segmented in no format: it fails again, and is listed
+        return all(path.exists() for path in outputs.values()) and (
+            (self.output_dir / f"{scan.case}.json").exists()
         )
+
+    def _save_masks(
+        self, scan: Scan, prediction: Prediction, outputs: dict[str, Path]
+    ) -> list[str]:
+        """Write the mask in each asked format; returns notes for the case's warnings."""
+        notes = []
+        for writer, path in outputs.items():
+            if writer == "nifti" and scan.kind == "nifti":
+                save_label_map_like(prediction.labels, scan.path, path)
+            elif writer == "nifti":  # DICOM or ITK input: its grid as ITK read it, in RAS
+                save_nifti(prediction.labels, prediction.affine, path)
+            elif writer == "itk":
+                save_label_map_itk_like(prediction.labels, scan.path, path)
+            else:
+                series = read_series(scan.path)
+                save_dicom_seg(
+                    prediction.labels, prediction.affine, series, path, self._checkpoint_sha256
+                )
+                notes += series.notes
+        return notes
 
     def _segment(self, scan: Scan) -> dict[str, Any]:
         start = time.perf_counter()
+        outputs = output_paths(self.output_dir, scan, self.output_format)  # fails early
         prediction = self.predictor.predict(scan)
         seconds = prediction.seconds
         quantify_start = time.perf_counter()
         quantification = quantify(prediction.labels, prediction.affine)
         seconds["quantify"] = time.perf_counter() - quantify_start
         save_start = time.perf_counter()
-        out = mask_path(self.output_dir, scan.case)
-        if scan.kind == "nifti":
-            save_label_map_like(prediction.labels, scan.path, out)
-        else:  # a DICOM series: its grid as ITK read it, in RAS
-            save_nifti(prediction.labels, prediction.affine, out)
+        prediction.warnings.extend(self._save_masks(scan, prediction, outputs))
+        out = next(iter(outputs.values()))
         if prediction.probabilities is not None:
             save_nifti(
                 np.moveaxis(prediction.probabilities, 0, -1).astype(np.float32),
@@ -158,6 +238,7 @@ class FolderRun:
             "input": str(scan.path),
             "input_kind": scan.kind,
             "mask": str(out),
+            "outputs": {writer: str(path) for writer, path in outputs.items()},
             "shape": list(prediction.labels.shape),
             "affine": np.round(prediction.affine, 6).tolist(),
             "quantification": quantification,
@@ -244,6 +325,7 @@ class FolderRun:
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
                 "checkpoint_sha256": self._checkpoint_sha256,
                 "settings": self.settings,
+                "output_format": self.output_format,
                 "n_scans": len(scans),
                 "done": summary.done,
                 "skipped": summary.skipped,

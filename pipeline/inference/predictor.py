@@ -27,6 +27,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.transforms import Compose, Invertd
 
+from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
 from pipeline.inference.scans import (
     InvalidScanError,
@@ -194,7 +195,10 @@ class ScanPredictor:
         """Read and check one scan; errors name the file and the problem."""
         if scan.kind == "dicom":
             check_dicom_folder(scan.path)
-        else:
+            # ITK would silently read one of several series, or a series with a missing
+            # slice on a wrong grid: the headers are checked first.
+            read_series(scan.path)
+        elif scan.kind == "nifti":
             check_nifti_header(scan.path)
         try:
             data = self.loading({"image": str(scan.path)})

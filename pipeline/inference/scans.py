@@ -1,7 +1,7 @@
 """Find the scans of an inference run and check that each one is a usable CT volume.
 
-Inference takes a folder of NIfTI files and / or sub-folders that each hold one DICOM
-series, a single file or series folder, or a datalist JSON. Finding scans never opens
+Inference takes a folder of NIfTI, NRRD or MetaImage files and / or sub-folders that each
+hold one DICOM series, a single file or series folder, or a datalist JSON. Finding scans never opens
 them: a broken scan must not stop the others, so problems surface per scan, when it is
 loaded and checked by :func:`check_ct_volume`.
 """
@@ -26,10 +26,10 @@ from pipeline.data.datalist import (
     is_dicom_file,
     is_dicom_folder,
 )
-from pipeline.names import strip_nifti_suffix
+from pipeline.names import NIFTI_SUFFIXES, split_image_suffix
 
 OUTPUT_SUFFIX = "_seg"
-"""Masks are written as ``<case>_seg.nii.gz``; such files are never taken as input."""
+"""Masks are written as ``<case>_seg.nii.gz`` (or .nrrd, .mha, .dcm); never taken as input."""
 
 # Layouts whose folders mix images and label maps; the plain listing would take both.
 _LABELLED_LAYOUTS = ("datalist", "lits", "msd", "kaggle", "images_labels")
@@ -46,8 +46,8 @@ class Scan:
     Attributes:
         case: the name outputs are written under (file name without extension, or the
             DICOM folder's name).
-        path: the NIfTI file or the DICOM series folder.
-        kind: "nifti" or "dicom".
+        path: the image file or the DICOM series folder.
+        kind: "nifti", "itk" (NRRD or MetaImage, read by ITK) or "dicom".
     """
 
     case: str
@@ -92,11 +92,17 @@ def scans_from_records(
     return scans
 
 
+def _kind_of(suffix: str) -> str:
+    return "nifti" if suffix in NIFTI_SUFFIXES else "itk"
+
+
 def _scan_of(path: Path) -> Scan:
     if path.is_dir():
         return Scan(path.name, path, "dicom")
-    case = strip_nifti_suffix(path.name)
-    return Scan(case if case is not None else path.stem, path, "nifti")
+    split = split_image_suffix(path.name)
+    if split is None:  # an unknown extension: let the reader try, and name it if it fails
+        return Scan(path.stem, path, "nifti")
+    return Scan(split[0], path, _kind_of(split[1]))
 
 
 def _dataset_images(folder: Path) -> list[str] | None:
@@ -117,10 +123,11 @@ def find_scans(source: str | Path) -> list[Scan]:
     """List the scans under ``source``, sorted by case name.
 
     Args:
-        source: a NIfTI file, a DICOM series folder, a datalist JSON, or a folder of
-            NIfTI files and DICOM series sub-folders (one series per sub-folder; an empty
-            or non-DICOM sub-folder is listed too, and fails when it is loaded, so the run
-            reports it).
+        source: an image file, a DICOM series folder, a datalist JSON, or a folder of
+            image files (NIfTI ``.nii`` / ``.nii.gz``, NRRD ``.nrrd`` / ``.nhdr``,
+            MetaImage ``.mha`` / ``.mhd``) and DICOM series sub-folders (one series per
+            sub-folder; an empty or non-DICOM sub-folder is listed too, and fails when it
+            is loaded, so the run reports it).
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -141,15 +148,15 @@ def find_scans(source: str | Path) -> list[Scan]:
         for entry in sorted(source.iterdir()):
             if entry.name.startswith("."):
                 continue
-            case = strip_nifti_suffix(entry.name)
+            split = split_image_suffix(entry.name)
             if entry.is_dir():
                 scans.append(Scan(entry.name, entry, "dicom"))
-            elif case is not None and not case.endswith(OUTPUT_SUFFIX):
-                scans.append(Scan(case, entry, "nifti"))
+            elif split is not None and not split[0].endswith(OUTPUT_SUFFIX):
+                scans.append(Scan(split[0], entry, _kind_of(split[1])))
     if not scans:
         raise InvalidScanError(
-            f"{source}: no scans found (expected .nii / .nii.gz files, DICOM series "
-            "sub-folders, or a datalist .json)"
+            f"{source}: no scans found (expected .nii / .nii.gz / .nrrd / .nhdr / .mha / .mhd "
+            "files, DICOM series sub-folders, or a datalist .json)"
         )
     check_unique_cases(scans)
     return sorted(scans, key=lambda s: s.case)
@@ -166,7 +173,7 @@ def check_unique_cases(scans: Sequence[Scan]) -> None:
         if scan.case in seen:
             raise InvalidScanError(
                 f"{scan.path} and {seen[scan.case]} would both be written as "
-                f"{scan.case}{OUTPUT_SUFFIX}.nii.gz: rename one"
+                f"{scan.case}{OUTPUT_SUFFIX}: rename one"
             )
         seen[scan.case] = scan.path
 

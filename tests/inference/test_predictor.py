@@ -11,9 +11,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_files import CONFIGS, configs
+from bundle_files import CONFIGS
 from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer
+from oracle_predictor import (
+    INFERENCE,
+    TINY,
+    inference_parser,
+    oracle_predictor,
+    save_tiny_checkpoint,
+)
 
 import pipeline
 from pipeline.checkpoints import CheckpointMismatchError, load_network_weights, sha256_of
@@ -22,25 +29,8 @@ from pipeline.inference.inferers import FlipTTAInferer
 from pipeline.io import save_nifti
 from pipeline.nets.networks import build_network
 
-INFERENCE = configs("common.yaml", "inference.yaml")
-TINY = {
-    "channels": [4, 8, 16],
-    "num_res_units": 1,
-    "pixdim": [4.0, 4.0, 4.0],
-    "roi_size": [16, 16, 16],
-    "sw_batch_size": 4,
-    "progress": False,
-}
 SPACING = (0.8, 0.9, 2.5)
 ORIENTATIONS = {"RAS": (1, 1, 1), "LPS": (-1, -1, 1), "LAS": (-1, 1, 1)}
-
-
-class IntensityOracle(torch.nn.Module):
-    """Liver wherever the windowed intensity exceeds 0.5 (HU 150): a known answer."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        liver = 40.0 * (x - 0.5)
-        return torch.cat([torch.zeros_like(x), liver, torch.full_like(x, -100.0)], dim=1)
 
 
 def _ct(shape=(40, 36, 12)) -> tuple[np.ndarray, np.ndarray]:
@@ -60,34 +50,16 @@ def _affine(orientation: str, spacing=SPACING) -> np.ndarray:
     return affine
 
 
-def _parser(**overrides) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(INFERENCE)
-    parser.update({**TINY, **overrides})
-    return parser
+_parser = inference_parser
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    net = build_network(
-        "unet",
-        channels=TINY["channels"],
-        num_res_units=1,
-        norm="instance",
-        roi_size=TINY["roi_size"],
-        spacing=TINY["pixdim"],
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(net.state_dict(), path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 def _oracle_predictor(tiny_ckpt: Path, **overrides):
-    parser = _parser(ckpt=str(tiny_ckpt), **overrides)
-    predictor = parser.get_parsed_content("predictor")
-    predictor.network = IntensityOracle()
-    return predictor
+    return oracle_predictor(tiny_ckpt, **overrides)
 
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
