@@ -209,6 +209,25 @@ def test_itk_formats_are_read_and_written_back_in_their_own_geometry(tmp_path, t
     np.testing.assert_array_equal(itk.array_from_image(mask).transpose(), block.astype(np.uint8))
 
 
+def test_bad_itk_format_scans_are_checked_like_nifti(tmp_path, tiny_ckpt):
+    (tmp_path / "in").mkdir()
+    flat = itk.image_from_array(np.zeros((30, 40), np.int16))  # one slice, 2D
+    itk.imwrite(flat, str(tmp_path / "in" / "flat.mha"))
+    nan = np.zeros((12, 36, 40), np.float32)
+    nan[5, 6, 7] = np.nan
+    itk.imwrite(itk.image_from_array(nan), str(tmp_path / "in" / "nan.nrrd"))
+    image, _ = _ct()
+    itk.imwrite(
+        itk.image_from_array(np.ascontiguousarray(image.T)), str(tmp_path / "in" / "ok.mha")
+    )
+    out = tmp_path / "out"
+    summary = FolderRun(_predictor(tiny_ckpt), tmp_path / "in", out, progress=False).run()
+    assert summary.done == ["ok"]
+    errors = {f["case"]: f["error"] for f in _failures(out)}
+    assert "flat.mha: 2D image" in errors["flat"]
+    assert "nan.nrrd: 1 voxels are NaN or infinite" in errors["nan"]
+
+
 def test_folder_listing_takes_nrrd_and_metaimage_but_not_masks(tmp_path):
     for name in ("a.nrrd", "b.mha", "c.mhd", "c.raw", "d.nii.gz", "e.NRRD", "a_seg.nrrd", "x.txt"):
         (tmp_path / name).write_bytes(b"")
