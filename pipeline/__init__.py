@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import warnings
 
+from pipeline.labels import BACKGROUND, LIVER, TUMOUR
+
 __version__ = "0.1.0"
 
 # MONAI >= 1.6 builds every image reader in each LoadImage. With pydicom installed (highdicom,
@@ -16,8 +18,6 @@ __version__ = "0.1.0"
 # no user can act on; only these two messages are silenced.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
-
-from pipeline.labels import BACKGROUND, LIVER, TUMOUR
 
 __all__ = ["BACKGROUND", "LIVER", "TUMOUR", "__version__", "predict"]
 

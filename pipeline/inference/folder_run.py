@@ -11,9 +11,10 @@ Outputs in ``output_dir``:
 * the mask, uint8 labels on the scan's grid, in the ``output_format`` asked for:
   ``nifti`` (default) ``<case>_seg.nii.gz`` (a NIfTI scan's own header); ``dicom_seg``
   ``<case>_seg.dcm``, a DICOM Segmentation of a DICOM series input (``dicom_seg.py``);
-  ``both`` the NIfTI, and the DICOM-SEG too for a DICOM series; ``native`` the input's own format (NIfTI, ``.nrrd`` for NRRD,
-  ``.mha`` for MetaImage, DICOM-SEG for a DICOM series). A format the input cannot have
-  (DICOM-SEG of a NIfTI file) fails that case, named in ``failures.csv``, before any work;
+  ``both`` the NIfTI, and the DICOM-SEG too for a DICOM series; ``native`` the input's
+  own format (NIfTI, ``.nrrd`` for NRRD, ``.mha`` for MetaImage, DICOM-SEG for a series).
+  A format the input cannot have (DICOM-SEG of a NIfTI file) fails that case, named in
+  ``failures.csv``, before any work;
 * ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings;
 * ``quantification.csv``: one row per segmented case;
 * ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
