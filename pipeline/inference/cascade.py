@@ -12,8 +12,9 @@ nnU-Net's cascade and of TotalSegmentator's liver-lesion task) splits the job:
    and its inversion pads the result back onto the scan's grid (background outside).
 
 The scan is read once. A scan in which the locator finds no liver gets an empty mask and
-a warning, never an exception; a liver that touches the scan's edge (a field of view
-that cuts it) gets a warning too. Both warnings go into the case's JSON.
+a warning in the case's JSON, never an exception. A liver that touches the scan's edge
+(a field of view that cuts it) is flagged by the quality control of the final mask
+(``quality.py``), as for a single-stage model.
 
 A coarse locator can miss part of a liver (on a real 3 mm CT the demo's found 933 of
 1126 mL), and the refiner cannot segment what lies outside its box. When the refiner's
@@ -42,17 +43,6 @@ logger = logging.getLogger(__name__)
 
 BOX_KEY = "liver_box"
 """The data key of the locator's liver mask, which the refiner's pre-processing crops to."""
-
-
-def edge_axes(mask: np.ndarray) -> list[int]:
-    """The array axes along which ``mask`` touches the first or last slice."""
-    touching = []
-    for axis in range(mask.ndim):
-        first = np.take(mask, 0, axis=axis)
-        last = np.take(mask, mask.shape[axis] - 1, axis=axis)
-        if first.any() or last.any():
-            touching.append(axis)
-    return touching
 
 
 def grown_box(
@@ -168,15 +158,14 @@ class CascadePredictor:
             )
             logger.warning("%s: %s", scan.path, message)
             empty = np.zeros(located.labels.shape, dtype=np.uint8)
-            return PendingScan(lambda _: Prediction(empty, affine, None, dict(seconds), [message]))
-        warnings = []
-        cut = edge_axes(liver)
-        if cut:
-            warnings.append(
-                f"the located liver touches the scan's edge (array axes {cut}): the field "
-                "of view may cut the liver, and its volume is then too small"
+            quality = data[ScanPredictor.QC_KEY]
+            self.refiner.quality.check_mask(empty, affine, quality)
+            return PendingScan(
+                lambda _: Prediction(empty, affine, None, dict(seconds), [message], quality)
             )
-            logger.warning("%s: %s", scan.path, warnings[-1])
+        # A liver cut by the field of view is flagged by the quality control of the
+        # final mask (quality.py), like a single-stage model's.
+        warnings: list[str] = []
         box = liver
         for growth in range(self.max_box_growths + 1):
             # A pass that may be followed by another gets a copy: pre-processing adds to

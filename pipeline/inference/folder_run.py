@@ -15,8 +15,10 @@ Outputs in ``output_dir``:
   own format (NIfTI, ``.nrrd`` for NRRD, ``.mha`` for MetaImage, DICOM-SEG for a series).
   A format the input cannot have (DICOM-SEG of a NIfTI file) fails that case, named in
   ``failures.csv``, before any work;
-* ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings;
-* ``quantification.csv``: one row per segmented case;
+* ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings,
+  and the quality-control verdict (``qc``: pass / warn / fail with reasons, ``quality.py``;
+  a ``fail`` scan is not segmented and is listed in failures.csv);
+* ``quantification.csv``: one row per segmented case, with its ``qc`` verdict and reasons;
 * ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
 * ``warnings.csv``: case, input, warning (a cascade that found no liver, or a liver cut
   by the scan's edge: the mask is written, but look at it);
@@ -68,6 +70,7 @@ TIMING_COLUMNS = ("case", "locate", *STAGES, "quantify", "save", "total")
 FAILURE_COLUMNS = ("case", "input", "error")
 WARNING_COLUMNS = ("case", "input", "warning")
 OUTPUT_FORMATS = ("nifti", "dicom_seg", "both", "native")
+QC_COLUMNS = ("qc", "qc_reasons")
 
 
 @dataclass
@@ -79,6 +82,7 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     warned: list[dict[str, str]] = field(default_factory=list)
+    flagged: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +124,12 @@ def output_paths(output_dir: Path, scan: Scan, output_format: str) -> dict[str, 
     if output_format in ("dicom_seg", "both") and scan.kind == "dicom":
         paths["dicom_seg"] = stem.with_name(stem.name + ".dcm")
     return paths
+
+
+def _qc_columns(record: dict[str, Any]) -> dict[str, str]:
+    """The ``qc`` and ``qc_reasons`` cells of a case JSON (older JSONs have no verdict)."""
+    qc = record.get("qc") or {}
+    return {"qc": qc.get("verdict", ""), "qc_reasons": " | ".join(qc.get("reasons", []))}
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -248,6 +258,7 @@ class FolderRun:
             "checkpoint_sha256": self._checkpoint_sha256,
             "settings": self.settings,
             "warnings": list(prediction.warnings),
+            "qc": prediction.quality.to_dict(),
             "pipeline_version": __version__,
         }
         # The JSON goes last: its presence marks the case as finished.
@@ -304,8 +315,11 @@ class FolderRun:
                 records.append(json.loads(path.read_text()))
         _write_csv(
             self.output_dir / "quantification.csv",
-            QUANTIFICATION_COLUMNS,
-            [quantification_row(r["case"], r["quantification"]) for r in records],
+            (*QUANTIFICATION_COLUMNS, *QC_COLUMNS),
+            [
+                {**quantification_row(r["case"], r["quantification"]), **_qc_columns(r)}
+                for r in records
+            ],
         )
         _write_csv(
             self.output_dir / "timings.csv",
@@ -319,6 +333,11 @@ class FolderRun:
             for warning in r.get("warnings", [])
         ]
         _write_csv(self.output_dir / "warnings.csv", WARNING_COLUMNS, summary.warned)
+        summary.flagged = [
+            {"case": r["case"], "input": r["input"], "reasons": _qc_columns(r)["qc_reasons"]}
+            for r in records
+            if _qc_columns(r)["qc"] == "warn"
+        ]
         write_json(
             {
                 "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
@@ -332,6 +351,10 @@ class FolderRun:
                 "skipped": summary.skipped,
                 "failed": summary.failed,
                 "warnings": summary.warned,
+                "qc": {
+                    verdict: sorted(r["case"] for r in records if _qc_columns(r)["qc"] == verdict)
+                    for verdict in ("pass", "warn")
+                },
                 "pipeline_version": __version__,
             },
             self.output_dir / "run.json",
@@ -349,6 +372,8 @@ class FolderRun:
         )
         for warned in summary.warned:
             print(f"  WARNING {warned['input']}: {warned['warning']}")
+        for flagged in summary.flagged:
+            print(f"  QC WARN {flagged['input']}: {flagged['reasons']}")
         if summary.failed:
             for failure in summary.failed:
                 print(f"  FAILED {failure['input']}: {failure['error']}")

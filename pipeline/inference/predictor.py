@@ -29,6 +29,7 @@ from monai.transforms import Compose, Invertd
 
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
+from pipeline.inference.quality import FAIL, QualityControl, QualityReport
 from pipeline.inference.scans import (
     InvalidScanError,
     Scan,
@@ -56,7 +57,8 @@ class Prediction:
             requested; None otherwise.
         seconds: wall time per stage.
         warnings: what the user should know about this result (a cascade that found no
-            liver, a liver cut by the scan's edge); recorded in the case's JSON.
+            liver, a box grown); recorded in the case's JSON.
+        quality: the quality-control verdict on the scan and this mask (``quality.py``).
     """
 
     labels: np.ndarray
@@ -64,6 +66,7 @@ class Prediction:
     probabilities: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    quality: QualityReport = field(default_factory=QualityReport)
 
 
 @dataclass
@@ -147,7 +150,11 @@ class ScanPredictor:
         keep_probabilities: also return class probabilities on the scan's grid (costly).
         lesion_filter: confidence rules applied on the network's grid before inversion
             (:class:`~pipeline.transforms.lesion_filter.LesionFilter`; default: off).
+        quality: the quality control of each scan and mask (default thresholds when None).
     """
+
+    QC_KEY = "qc"
+    """Data key of the scan's quality report, from :meth:`load` to :meth:`finish`."""
 
     def __init__(
         self,
@@ -160,6 +167,7 @@ class ScanPredictor:
         amp: bool = False,
         keep_probabilities: bool = False,
         lesion_filter: LesionFilter | None = None,
+        quality: QualityControl | None = None,
     ) -> None:
         self.network = network.eval()
         self.loading = loading
@@ -176,6 +184,7 @@ class ScanPredictor:
         self.amp = bool(amp) and self.device.type == "cuda"
         self.keep_probabilities = keep_probabilities
         self.lesion_filter = lesion_filter or LesionFilter()
+        self.quality = quality or QualityControl()
         self._invert = Invertd(
             keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True
         )
@@ -205,6 +214,10 @@ class ScanPredictor:
         except Exception as err:  # readers raise many types; the cause is what matters
             raise InvalidScanError(f"{scan.path}: unreadable ({describe_error(err)})") from err
         check_ct_volume(data["image"], scan.path)
+        report = self.quality.check_scan(data["image"], data["image"].affine)
+        if report.verdict == FAIL:
+            raise InvalidScanError(f"{scan.path}: quality control: {'; '.join(report.reasons)}")
+        data[self.QC_KEY] = report
         return data
 
     def predict(self, scan: Scan) -> Prediction:
@@ -290,7 +303,9 @@ class ScanPredictor:
                 f"{scan.path}: mask shape {result.shape} differs from the scan's "
                 f"{output.original_shape}"
             )
-        return Prediction(result, output.original_affine, prob_out, seconds)
+        quality = copy.deepcopy(output.data.get(self.QC_KEY)) or QualityReport()
+        self.quality.check_mask(result, output.original_affine, quality)
+        return Prediction(result, output.original_affine, prob_out, seconds, quality=quality)
 
     @torch.no_grad()
     def _run_network(self, image: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,10 @@ from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
-from pipeline.inference.cascade import CascadePredictor, edge_axes, grown_box
+from pipeline.inference.cascade import CascadePredictor, grown_box
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor
+from pipeline.inference.quality import edge_axes
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti
 from pipeline.transforms.lesion_filter import LesionFilter
@@ -211,8 +212,8 @@ def test_no_liver_gives_an_empty_mask_and_a_warning_in_the_case_json(tmp_path):
 def test_a_liver_cut_by_the_field_of_view_is_segmented_with_a_warning(tmp_path):
     block = (slice(8, 20), slice(10, 30), slice(0, 5))  # the first axial slice holds liver
     prediction = _cascade().predict(_scan(tmp_path, block))
-    (warning,) = prediction.warnings
-    assert "touches the scan's edge (array axes [2])" in warning
+    assert prediction.warnings == [] and prediction.quality.verdict == "warn"
+    assert any("touches the scan's edge (array axes [2])" in r for r in prediction.quality.reasons)
     assert prediction.labels[8:20, 10:30, 0:5].min() == 2
 
 
