@@ -88,6 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         training_metrics_csv=args.training_metrics,
         nsd_tolerance_mm=args.nsd_tolerance,
         progress=not args.no_progress,
+        viewers=not args.no_viewers,
     )
     print(format_class_table(result.summary))
     print(
@@ -244,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="list unpaired cases as missing instead of stopping",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument(
+        "--no-viewers",
+        action="store_true",
+        help="no slice viewer pages (report/viewer/<case>.html; about 0.7 s per case)",
+    )
     evaluate.set_defaults(func=_evaluate)
 
     report = sub.add_parser("report", help="rebuild the report files from a report's cases.json")

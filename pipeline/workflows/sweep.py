@@ -139,6 +139,7 @@ def _evaluate(
         provenance=provenance,
         training_metrics_csv=train_csv if train_csv.exists() else None,
         progress=False,
+        viewers=False,  # a sweep compares numbers; slice pages would double its scoring time
     )
     unscored = [
         f"{c.case_id}: {c.reason.splitlines()[0]}" for c in result.failures + result.missing

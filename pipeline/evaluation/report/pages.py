@@ -3,7 +3,9 @@
 See :mod:`pipeline.evaluation.report.writer` for the files and the data they are rendered
 from. The HTML
 page is one file, no network: inline CSS, no JS, every picture a base64 PNG data URI. All text
-that comes from data (case ids, paths, error messages) is HTML-escaped.
+that comes from data (case ids, paths, error messages) is HTML-escaped. It links each case to
+its slice viewer page, ``viewer/<case>.html`` (:mod:`pipeline.evaluation.report.viewer`),
+when the writer found one.
 """
 
 from __future__ import annotations
@@ -217,10 +219,17 @@ def _dice_cell(value: Any) -> str:
     return f'<td class="{cls}">{fmt(value)}</td>'
 
 
+def _viewer_link(href: str | None, text: str) -> str:
+    return f'<a href="{escape(href)}">{text}</a>' if href else ""
+
+
 def _case_rows(
-    data: Mapping[str, Any], cases: Sequence[CaseEntry], order: Sequence[int]
+    data: Mapping[str, Any],
+    cases: Sequence[CaseEntry],
+    order: Sequence[int],
+    viewers: Mapping[str, str],
 ) -> list[str]:
-    n_columns = 15
+    n_columns = 16
     rows = []
     # Unscored cases first: a reader scanning the top of the table sees them at once.
     for kind in ("failures", "missing"):
@@ -247,6 +256,7 @@ def _case_rows(
             f"<td>{fmt(100 * r[k] if not _nan(r[k]) else r[k], 2)}</td>"
             for k in ("tumour_burden_ref", "tumour_burden_pred")
         ]
+        cells.append(f"<td>{_viewer_link(viewers.get(entry.case_id), 'slices')}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return rows
 
@@ -278,6 +288,7 @@ def render_html(
     data: Mapping[str, Any],
     cases: Sequence[CaseEntry],
     overlays: Sequence[OverlaySlice | None],
+    viewers: Mapping[str, str] | None = None,
 ) -> str:
     """The report page.
 
@@ -286,11 +297,14 @@ def render_html(
         data: The content of ``cases.json`` (provenance, failures, missing, training).
         cases: Scored cases, in ``cases.json`` order.
         overlays: One overlay slice (or None) per case, same order.
+        viewers: ``{case_id: relative link}`` of the cases' slice viewer pages; a case
+            without one has no link.
 
     Returns:
         The HTML text.
     """
     prov = data["provenance"]
+    viewers = viewers or {}
     n, n_failed, n_missing = summary["n_cases"], summary["n_failed"], summary["n_missing"]
     out = [
         "<!DOCTYPE html>",
@@ -367,34 +381,40 @@ def render_html(
     out.append(
         '<p class="note">Sorted by the mean of liver and tumour Dice (lowest first); failed and'
         " missing cases on top. Red: Dice &lt; 0.5, amber: &lt; 0.8. Distances in mm, burden in"
-        " % of liver volume. Click a case for its overlay.</p>"
+        " % of liver volume. Click a case for its overlay, <i>slices</i> to scroll through"
+        " it in the slice viewer.</p>"
     )
     header = [
         "case", "mean Dice", "liver Dice", "liver ASSD", "liver HD95", "tumour Dice",
         "tumour ASSD", "tumour HD95", "tumour NSD", "ref lesions", "TP IoU>0.5",
-        "TP any", "FP lesions", "burden ref %", "burden pred %",
+        "TP any", "FP lesions", "burden ref %", "burden pred %", "viewer",
     ]  # fmt: skip
     head = "".join(f"<th>{h}</th>" for h in header)
     out.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
-    out += _case_rows(data, cases, order)
+    out += _case_rows(data, cases, order, viewers)
     out.append("</tbody></table>")
 
     out.append('<h2 id="overlays">Overlays, worst first</h2>')
     out.append(
         '<p class="note">Axial slices in radiological convention (patient\'s right on the'
         " image left, anterior up). Green liver, red tumour; on the last panel the reference is"
-        " outlined solid and the prediction dashed.</p>"
+        " outlined solid and the prediction dashed. Click an overlay to scroll through the"
+        " case in the slice viewer (axial, coronal, sagittal).</p>"
     )
     for i in order:
         entry, overlay = cases[i], overlays[i]
         caption = f"{escape(entry.case_id)}: liver Dice {fmt(entry.result['liver_dice'])}, "
         caption += f"tumour Dice {fmt(entry.result['tumour_dice'])}"
         caption += "".join(f"; {escape(note)}" for note in entry.notes)
+        href = viewers.get(entry.case_id)
         picture = (
             _img(overlay_figure(overlay, entry.case_id), f"overlay {entry.case_id}")
             if overlay is not None
             else "<p>(overlay unavailable: volumes not found)</p>"
         )
+        if href:
+            picture = _viewer_link(href, picture)
+            caption += " &middot; " + _viewer_link(href, "open the slice viewer")
         out.append(f'<figure id="case-{i}">{picture}<figcaption>{caption}</figcaption></figure>')
 
     out.append('<h2 id="training">Training</h2>')

@@ -12,7 +12,12 @@
   paths, provenance, training metrics) and ``overlays.npz``, the overlay slices, so
   :func:`build_report` redraws the report without the volumes;
 * ``report.html``: tables, charts and one overlay per case, images embedded as base64
-  PNG data URIs, no external CSS or JS, so the single file can be mailed or archived.
+  PNG data URIs, no external CSS or JS, so the single file can be mailed or archived;
+* ``viewer/<case>.html``: a slice viewer per case (:mod:`pipeline.evaluation.report.viewer`),
+  written by the scoring while the volumes are in memory, not by :func:`write_report`.
+  ``report.html`` links to the pages found in ``viewer/`` when it is rendered, so
+  :func:`build_report` keeps the links without the volumes, and a deleted page only
+  loses its link.
 
 JSON files store undefined values (NaN) as ``null``.
 """
@@ -45,6 +50,7 @@ from pipeline.evaluation.report.model import (
     read_training_metrics,
 )
 from pipeline.evaluation.report.pages import render_html, render_markdown
+from pipeline.evaluation.report.viewer import viewer_relpath
 from pipeline.io import atomic_path, json_safe, write_json
 
 
@@ -203,7 +209,9 @@ def _render(
     )
     files["summary_json"] = write_json(summary, report_dir / "summary.json")
     files["summary_md"] = _write_text(report_dir / "summary.md", render_markdown(summary, data))
-    html = render_html(summary, data, cases, overlays)
+    viewers = {c.case_id: viewer_relpath(c.case_id) for c in cases}
+    viewers = {k: v for k, v in viewers.items() if (report_dir / v).is_file()}
+    html = render_html(summary, data, cases, overlays, viewers)
     files["html"] = _write_text(report_dir / "report.html", html)
     return WrittenReport(summary=summary, files=files)
 
