@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from bundle_files import configs
 from monai.bundle import ConfigParser
@@ -26,6 +27,20 @@ TINY = {
     "sw_batch_size": 4,
     "progress": False,
 }
+
+
+def block_ct(shape=(40, 36, 12)) -> tuple[np.ndarray, np.ndarray]:
+    """Air around a soft-tissue body (0 HU) holding an off-centre bright block (300 HU).
+
+    Returns the int16 image and the block's mask: the oracle's liver, exactly, when the
+    network works on the scan's own voxel size.
+    """
+    image = np.full(shape, -1000, dtype=np.int16)
+    image[4:-4, 5:-3, 1:-1] = 0
+    block = np.zeros(shape, dtype=bool)
+    block[8:20, 10:30, 3:8] = True  # asymmetric on every axis: a wrong flip shows
+    image[block] = 300
+    return image, block
 
 
 class IntensityOracle(torch.nn.Module):

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from oracle_predictor import oracle_predictor, save_tiny_checkpoint
+from oracle_predictor import block_ct, oracle_predictor, save_tiny_checkpoint
 from synthetic_dicom import write_ct_series
 
 from pipeline import __version__
@@ -35,16 +35,6 @@ DCIODVFY = shutil.which("dciodvfy") or shutil.which(
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
-
-
-def _ct(shape=(40, 36, 12)) -> tuple[np.ndarray, np.ndarray]:
-    """Soft tissue (0 HU) in air holding an off-centre bright block (300 HU): the oracle's liver."""
-    image = np.full(shape, -1000, dtype=np.int16)
-    image[4:-4, 5:-3, 1:-1] = 0
-    block = np.zeros(shape, dtype=bool)
-    block[8:20, 10:30, 3:8] = True  # asymmetric on every axis: a wrong flip shows
-    image[block] = 300
-    return image, block
 
 
 def _predictor(ckpt: Path):
@@ -98,7 +88,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 
 def test_dicom_seg_is_the_nifti_mask_voxel_for_voxel(tmp_path, tiny_ckpt):
-    image, block = _ct()
+    image, block = block_ct()
     files = write_ct_series(tmp_path / "in" / "ct1", image, SPACING)
     out = tmp_path / "out"
     summary = FolderRun(
@@ -146,7 +136,7 @@ def test_dicom_seg_is_the_nifti_mask_voxel_for_voxel(tmp_path, tiny_ckpt):
 
 
 def test_dicom_seg_of_a_nifti_scan_fails_that_case_only(tmp_path, tiny_ckpt):
-    image, _ = _ct()
+    image, _ = block_ct()
     write_ct_series(tmp_path / "in" / "series", image, SPACING)
     affine = np.diag([-SPACING[0], -SPACING[1], SPACING[2], 1.0])
     scan = save_nifti(image, affine, tmp_path / "in" / "plain.nii.gz")
@@ -167,7 +157,7 @@ def test_dicom_seg_of_a_nifti_scan_fails_that_case_only(tmp_path, tiny_ckpt):
 
 
 def test_both_formats_in_a_mixed_folder_give_seg_only_to_series(tmp_path, tiny_ckpt):
-    image, _ = _ct()
+    image, _ = block_ct()
     write_ct_series(tmp_path / "in" / "series", image, SPACING)
     save_nifti(image, np.diag([*SPACING, 1.0]), tmp_path / "in" / "plain.nii.gz")
     out = tmp_path / "out"
@@ -189,7 +179,7 @@ def test_unknown_output_format_is_refused():
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
 def test_itk_formats_are_read_and_written_back_in_their_own_geometry(tmp_path, tiny_ckpt, suffix):
-    image, block = _ct()
+    image, block = block_ct()
     scan = itk.image_from_array(np.ascontiguousarray(image.transpose()))  # ITK: (Z, Y, X)
     scan.SetSpacing(SPACING)
     scan.SetOrigin((12.5, -40.0, 300.0))
@@ -216,7 +206,7 @@ def test_bad_itk_format_scans_are_checked_like_nifti(tmp_path, tiny_ckpt):
     nan = np.zeros((12, 36, 40), np.float32)
     nan[5, 6, 7] = np.nan
     itk.imwrite(itk.image_from_array(nan), str(tmp_path / "in" / "nan.nrrd"))
-    image, _ = _ct()
+    image, _ = block_ct()
     itk.imwrite(
         itk.image_from_array(np.ascontiguousarray(image.T)), str(tmp_path / "in" / "ok.mha")
     )
@@ -236,7 +226,7 @@ def test_folder_listing_takes_nrrd_and_metaimage_but_not_masks(tmp_path):
 
 
 def test_two_series_in_one_folder_are_refused_naming_both(tmp_path, tiny_ckpt):
-    image, _ = _ct()
+    image, _ = block_ct()
     write_ct_series(tmp_path / "in" / "mixed", image, SPACING, series_uid="1.2.3.4", prefix="a")
     write_ct_series(tmp_path / "in" / "mixed", image, SPACING, series_uid="1.2.3.5", prefix="b")
     with pytest.raises(InvalidScanError, match=r"holds 2 DICOM series.*1\.2\.3\.4.*1\.2\.3\.5"):
@@ -247,7 +237,7 @@ def test_two_series_in_one_folder_are_refused_naming_both(tmp_path, tiny_ckpt):
 
 
 def test_a_missing_slice_is_reported_with_its_positions(tmp_path):
-    image, _ = _ct()
+    image, _ = block_ct()
     z = [-300.0 + 2.5 * k for k in range(12)]
     del z[6]  # the slice at -285.0 mm is missing: a 5 mm gap between -287.5 and -282.5
     write_ct_series(tmp_path / "gap", image[:, :, :11], SPACING, positions_mm=z)
@@ -256,7 +246,7 @@ def test_a_missing_slice_is_reported_with_its_positions(tmp_path):
 
 
 def test_two_images_at_one_position_are_refused(tmp_path):
-    image, _ = _ct()
+    image, _ = block_ct()
     z = [-300.0 + 2.5 * k for k in range(12)]
     z[7] = z[6]
     write_ct_series(tmp_path / "dup", image, SPACING, positions_mm=z)
@@ -265,7 +255,7 @@ def test_two_images_at_one_position_are_refused(tmp_path):
 
 
 def test_series_order_follows_position_not_file_names(tmp_path):
-    image, _ = _ct()
+    image, _ = block_ct()
     z = [-300.0 + 2.5 * k for k in range(12)][::-1]  # file 0 is the top slice
     write_ct_series(tmp_path / "rev", image, SPACING, positions_mm=z)
     series = read_series(tmp_path / "rev")

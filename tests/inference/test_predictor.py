@@ -17,6 +17,7 @@ from monai.inferers import SimpleInferer
 from oracle_predictor import (
     INFERENCE,
     TINY,
+    block_ct,
     inference_parser,
     oracle_predictor,
     save_tiny_checkpoint,
@@ -31,16 +32,6 @@ from pipeline.nets.networks import build_network
 
 SPACING = (0.8, 0.9, 2.5)
 ORIENTATIONS = {"RAS": (1, 1, 1), "LPS": (-1, -1, 1), "LAS": (-1, 1, 1)}
-
-
-def _ct(shape=(40, 36, 12)) -> tuple[np.ndarray, np.ndarray]:
-    """Air around a soft-tissue body (0 HU) holding an off-centre bright block (300 HU)."""
-    image = np.full(shape, -1000, dtype=np.int16)
-    image[4:-4, 5:-3, 1:-1] = 0
-    block = np.zeros(shape, dtype=bool)
-    block[8:20, 10:30, 3:8] = True  # asymmetric on every axis: a wrong flip shows
-    image[block] = 300
-    return image, block
 
 
 def _affine(orientation: str, spacing=SPACING) -> np.ndarray:
@@ -64,7 +55,7 @@ def _oracle_predictor(tiny_ckpt: Path, **overrides):
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
 def test_mask_has_the_scans_shape_affine_and_voxels(tmp_path, tiny_ckpt, orientation):
-    image, block = _ct()
+    image, block = block_ct()
     scan = save_nifti(image, _affine(orientation), tmp_path / "in" / "case.nii.gz")
     # Network grid = the scan's spacing: orientation and crop are inverted exactly.
     predictor = _oracle_predictor(tiny_ckpt, pixdim=list(SPACING))
@@ -81,7 +72,7 @@ def test_mask_has_the_scans_shape_affine_and_voxels(tmp_path, tiny_ckpt, orienta
 def test_mask_after_resampling_to_a_coarser_grid_overlays_the_scan(
     tmp_path, tiny_ckpt, orientation
 ):
-    image, block = _ct((60, 54, 16))
+    image, block = block_ct((60, 54, 16))
     block = np.zeros_like(block)
     block[10:40, 12:42, 4:12] = True
     image[(image == 300)] = 0
@@ -97,7 +88,7 @@ def test_mask_after_resampling_to_a_coarser_grid_overlays_the_scan(
 
 
 def test_predict_on_an_array_quantifies_the_known_block(tiny_ckpt):
-    image, block = _ct()
+    image, block = block_ct()
     affine = _affine("LPS")
     predictor = _oracle_predictor(tiny_ckpt, pixdim=list(SPACING))
     result = pipeline.predict(image, affine=affine, predictor=predictor)
@@ -113,17 +104,17 @@ def test_predict_on_an_array_quantifies_the_known_block(tiny_ckpt):
 def _bad_scans(folder: Path) -> dict[str, str]:
     """Each kind of bad scan, and a word its failure reason must contain."""
     good = folder / "good.nii.gz"
-    save_nifti(_ct()[0], _affine("RAS"), good)
+    save_nifti(block_ct()[0], _affine("RAS"), good)
     (folder / "unreadable.nii.gz").write_bytes(b"this is not a NIfTI file" * 10)
     data = good.read_bytes()
     (folder / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
     save_nifti(np.zeros((20, 20), np.int16), np.eye(4), folder / "flat2d.nii.gz")
     save_nifti(np.zeros((20, 20, 8, 3), np.int16), np.eye(4), folder / "series4d.nii.gz")
-    nan = _ct()[0].astype(np.float32)
+    nan = block_ct()[0].astype(np.float32)
     nan[3, 3, 3] = np.nan
     save_nifti(nan, _affine("RAS"), folder / "nan.nii.gz")
     # No sform / qform: the grid comes from pixdim, where one voxel size is zero.
-    zero = nib.Nifti1Image(_ct()[0], None)
+    zero = nib.Nifti1Image(block_ct()[0], None)
     zero.header["pixdim"][1:4] = (0.8, 0.0, 2.5)
     nib.save(zero, folder / "zero_spacing.nii.gz")
     (folder / "empty_dicom").mkdir()
@@ -165,7 +156,7 @@ def test_folder_with_bad_scans_writes_every_good_mask_and_lists_each_failure(tmp
 
 def test_command_line_run_exits_non_zero_when_a_scan_fails(tmp_path, tiny_ckpt):
     folder = tmp_path / "in"
-    save_nifti(_ct()[0], _affine("LAS"), folder / "good.nii.gz")
+    save_nifti(block_ct()[0], _affine("LAS"), folder / "good.nii.gz")
     (folder / "broken.nii.gz").write_bytes(gzip.compress(b"not a header"))
     args = [
         sys.executable,
@@ -197,7 +188,7 @@ def test_command_line_run_exits_non_zero_when_a_scan_fails(tmp_path, tiny_ckpt):
 
 
 def test_rerun_skips_finished_cases_unless_overwrite(tmp_path, tiny_ckpt):
-    save_nifti(_ct()[0], _affine("RAS"), tmp_path / "in" / "a.nii.gz")
+    save_nifti(block_ct()[0], _affine("RAS"), tmp_path / "in" / "a.nii.gz")
     predictor = _parser(ckpt=str(tiny_ckpt)).get_parsed_content("predictor")
     first = FolderRun(predictor, tmp_path / "in", tmp_path / "out", progress=False).run()
     assert first.done == ["a"]
@@ -364,7 +355,7 @@ def test_a_2d_slice_network_segments_a_volume_through_the_inference_overlay(tmp_
     parser.read_config([*INFERENCE, str(CONFIGS / "slice2d.yaml")])
     parser.update({**TINY, "ckpt": str(ckpt)})
     predictor = parser.get_parsed_content("predictor")
-    image, _ = _ct()
+    image, _ = block_ct()
     scan = save_nifti(image, _affine("LPS"), tmp_path / "case.nii.gz")
     result = pipeline.predict(scan, predictor=predictor)
     assert result.labels.shape == image.shape
