@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -71,6 +72,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         pairs = pair_cases(args.pred, args.ref, args.images, allow_missing=args.allow_missing)
     except PairingError as err:
         print(f"liver-tumor evaluate: pairing error: {err}", file=sys.stderr)
+        return 2
+    # Checked before scoring: scoring a large data set, then failing to write, loses it all.
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        print(f"liver-tumor evaluate: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"liver-tumor evaluate: cannot write --out {args.out}: {err}", file=sys.stderr)
         return 2
     provenance = collect_provenance(
         checkpoint=args.checkpoint,

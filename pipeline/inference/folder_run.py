@@ -22,17 +22,24 @@ Outputs in ``output_dir``:
 * ``timings.csv``: seconds per stage and case; ``failures.csv``: case, input, error;
 * ``warnings.csv``: case, input, warning (a cascade that found no liver, or a liver cut
   by the scan's edge: the mask is written, but look at it);
-* ``run.json``: what was run, on what, with which checkpoint, and the counts.
+* ``run.json``: what was run, on what, with which checkpoint, and the counts; the inputs
+  left out and why (label maps of a data set's layout, masks, other files, the run's own
+  output folder when it sits inside the input folder: nothing is dropped unsaid).
+
+A run first deletes the temporary files a killed run left in ``output_dir`` (older than
+the run). On a full disk (ENOSPC) the run stops at that case, writes what tables it can,
+and ends with one line naming ENOSPC; the cases not reached are ``not_run`` in run.json.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +57,10 @@ from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_r
 from pipeline.inference.scans import (
     OUTPUT_SUFFIX,
     InvalidScanError,
+    LeftOut,
     Scan,
     check_unique_cases,
-    find_scans,
+    list_scans,
 )
 from pipeline.io import (
     atomic_path,
@@ -71,6 +79,7 @@ FAILURE_COLUMNS = ("case", "input", "error")
 WARNING_COLUMNS = ("case", "input", "warning")
 OUTPUT_FORMATS = ("nifti", "dicom_seg", "both", "native")
 QC_COLUMNS = ("qc", "qc_reasons")
+_SHOWN_LEFT_OUT = 10  # printed at the end of a run; run.json lists them all
 
 
 @dataclass
@@ -83,6 +92,9 @@ class RunSummary:
     failed: list[dict[str, str]] = field(default_factory=list)
     warned: list[dict[str, str]] = field(default_factory=list)
     flagged: list[dict[str, str]] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
+    disk_full: str | None = None  # the write that found no space left; the run stopped there
+    stale_removed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -265,6 +277,25 @@ class FolderRun:
         write_json(record, self.output_dir / f"{scan.case}.json")
         return record
 
+    @staticmethod
+    def _failed(state: Any, scan: Scan, err: BaseException) -> dict[str, Any]:
+        message = f"{type(err).__name__}: {err}".replace("\n", " ")
+        logger.error("%s failed: %s", scan.path, message)
+        state.summary.failed.append({"case": scan.case, "input": str(scan.path), "error": message})
+        return {"case": scan.case, "status": "failed"}
+
+    def _remove_stale_temporaries(self, started: float) -> list[str]:
+        """Delete temporary files that a killed run left (older than this run)."""
+        removed = []
+        for path in self.output_dir.glob(".*.tmp*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < started:
+                    path.unlink()
+                    removed.append(path.name)
+            except OSError:  # gone meanwhile, or not ours to delete: not this run's concern
+                continue
+        return removed
+
     def _process(self, engine: Engine, scan: Scan) -> dict[str, Any]:
         state = engine.state
         if not self.overwrite and self._finished(scan):
@@ -272,13 +303,16 @@ class FolderRun:
             return {"case": scan.case, "status": "skipped"}
         try:
             record = self._segment(scan)
-        except Exception as err:  # one bad scan must not end the run: record and go on
-            message = f"{type(err).__name__}: {err}".replace("\n", " ")
-            logger.error("%s failed: %s", scan.path, message)
-            state.summary.failed.append(
-                {"case": scan.case, "input": str(scan.path), "error": message}
-            )
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                return self._failed(state, scan, err)
+            # A full disk fails every later case too: stop, keep what is done.
+            state.summary.disk_full = f"{scan.path}: {err}"
+            self._failed(state, scan, err)
+            engine.terminate()
             return {"case": scan.case, "status": "failed"}
+        except Exception as err:  # one bad scan must not end the run: record and go on
+            return self._failed(state, scan, err)
         state.summary.done.append(scan.case)
         logger.info(
             "%s: liver %.0f mL, %d tumour(s), %.1f s",
@@ -292,12 +326,20 @@ class FolderRun:
     # ---- the run ----------------------------------------------------------------------------
     def run(self) -> RunSummary:
         """Segment every scan, then write the tables; returns the counts."""
-        scans = self.scans if self.scans is not None else find_scans(self.input_path)
+        started = time.time()
+        left_out: list[LeftOut] = []
+        if self.scans is not None:
+            scans = self.scans
+        else:  # the output folder may sit inside the input folder: never read it back
+            scans, left_out = list_scans(self.input_path, exclude=[self.output_dir])
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        stale = self._remove_stale_temporaries(started)
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._checkpoint_sha256 = sha256_of(self.checkpoint)
         engine = Engine(self._process)
-        engine.state.summary = RunSummary(self.output_dir)
+        engine.state.summary = RunSummary(
+            self.output_dir, left_out=left_out, stale_removed=stale
+        )
         if self.progress:
             bar = tqdm(total=len(scans), desc="inference", unit="scan")
             engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
@@ -306,59 +348,74 @@ class FolderRun:
         engine.run(scans, max_epochs=1, epoch_length=len(scans))
         return engine.state.summary
 
+    def _write_table(self, summary: RunSummary, write: Callable[[], Any]) -> None:
+        """Write one table; on a full disk note it and go on with the next (smaller) ones."""
+        try:
+            write()
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            summary.disk_full = summary.disk_full or str(err)
+
     def _write_tables(self, scans: list[Scan], engine: Engine) -> None:
         summary: RunSummary = engine.state.summary
+        failed = {f["case"] for f in summary.failed}
         records = []
         for scan in scans:  # finished earlier or now: the tables cover the whole folder
             path = self.output_dir / f"{scan.case}.json"
-            if scan.case not in {f["case"] for f in summary.failed} and path.exists():
+            if scan.case not in failed and path.exists():
                 records.append(json.loads(path.read_text()))
-        _write_csv(
-            self.output_dir / "quantification.csv",
-            (*QUANTIFICATION_COLUMNS, *QC_COLUMNS),
-            [
-                {**quantification_row(r["case"], r["quantification"]), **_qc_columns(r)}
-                for r in records
-            ],
-        )
-        _write_csv(
-            self.output_dir / "timings.csv",
-            TIMING_COLUMNS,
-            [{"case": r["case"], **r["seconds"]} for r in records],
-        )
-        _write_csv(self.output_dir / "failures.csv", FAILURE_COLUMNS, summary.failed)
+        finished = {r["case"] for r in records} | failed
+        not_run = [scan.case for scan in scans if scan.case not in finished]
         summary.warned = [
             {"case": r["case"], "input": r["input"], "warning": warning}
             for r in records
             for warning in r.get("warnings", [])
         ]
-        _write_csv(self.output_dir / "warnings.csv", WARNING_COLUMNS, summary.warned)
         summary.flagged = [
             {"case": r["case"], "input": r["input"], "reasons": _qc_columns(r)["qc_reasons"]}
             for r in records
             if _qc_columns(r)["qc"] == "warn"
         ]
-        write_json(
-            {
-                "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
-                "output_dir": str(self.output_dir),
-                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "checkpoint_sha256": self._checkpoint_sha256,
-                "settings": self.settings,
-                "output_format": self.output_format,
-                "n_scans": len(scans),
-                "done": summary.done,
-                "skipped": summary.skipped,
-                "failed": summary.failed,
-                "warnings": summary.warned,
-                "qc": {
-                    verdict: sorted(r["case"] for r in records if _qc_columns(r)["qc"] == verdict)
-                    for verdict in ("pass", "warn")
-                },
-                "pipeline_version": __version__,
+        tables = {
+            "failures.csv": (FAILURE_COLUMNS, summary.failed),
+            "quantification.csv": (
+                (*QUANTIFICATION_COLUMNS, *QC_COLUMNS),
+                [
+                    {**quantification_row(r["case"], r["quantification"]), **_qc_columns(r)}
+                    for r in records
+                ],
+            ),
+            "timings.csv": (TIMING_COLUMNS, [{"case": r["case"], **r["seconds"]} for r in records]),
+            "warnings.csv": (WARNING_COLUMNS, summary.warned),
+        }
+        for name, (columns, rows) in tables.items():
+            self._write_table(
+                summary, lambda n=name, c=columns, r=rows: _write_csv(self.output_dir / n, c, r)
+            )
+        run = {
+            "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
+            "output_dir": str(self.output_dir),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint_sha256": self._checkpoint_sha256,
+            "settings": self.settings,
+            "output_format": self.output_format,
+            "n_scans": len(scans),
+            "done": summary.done,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+            "not_run": not_run,
+            "disk_full": summary.disk_full,
+            "left_out": [{"input": str(x.path), "reason": x.reason} for x in summary.left_out],
+            "stale_temporary_files_removed": summary.stale_removed,
+            "warnings": summary.warned,
+            "qc": {
+                verdict: sorted(r["case"] for r in records if _qc_columns(r)["qc"] == verdict)
+                for verdict in ("pass", "warn")
             },
-            self.output_dir / "run.json",
-        )
+            "pipeline_version": __version__,
+        }
+        self._write_table(summary, lambda: write_json(run, self.output_dir / "run.json"))
 
     def __call__(self) -> RunSummary:
         """Run, print where the results are, and exit non-zero when a scan failed.
@@ -370,6 +427,10 @@ class FolderRun:
             f"inference: {len(summary.done)} segmented, {len(summary.skipped)} already done, "
             f"{len(summary.failed)} failed -> {self.output_dir}"
         )
+        for left in summary.left_out[:_SHOWN_LEFT_OUT]:
+            print(f"  left out {left.path}: {left.reason}")
+        if len(summary.left_out) > _SHOWN_LEFT_OUT:
+            print(f"  ... {len(summary.left_out)} files left out in all: see run.json")
         for warned in summary.warned:
             print(f"  WARNING {warned['input']}: {warned['warning']}")
         for flagged in summary.flagged:
@@ -377,6 +438,13 @@ class FolderRun:
         if summary.failed:
             for failure in summary.failed:
                 print(f"  FAILED {failure['input']}: {failure['error']}")
+        if summary.disk_full:
+            raise SystemExit(
+                f"inference stopped, no space left on device (ENOSPC): {summary.disk_full}; "
+                f"{len(summary.done)} segmented before it, what could be written is in "
+                f"{self.output_dir}"
+            )
+        if summary.failed:
             raise SystemExit(
                 f"{len(summary.failed)} scan(s) failed; see {self.output_dir / 'failures.csv'}"
             )

@@ -105,10 +105,22 @@ def _scan_of(path: Path) -> Scan:
     return Scan(split[0], path, _kind_of(split[1]))
 
 
-def _dataset_images(folder: Path) -> list[str] | None:
-    """The images of a dataset folder with labels beside them (LiTS, MSD, Kaggle ...).
+@dataclass(frozen=True)
+class LeftOut:
+    """A file or folder of the input that is not segmented, and why (recorded in run.json)."""
+
+    path: Path
+    reason: str
+
+
+def _dataset_files(folder: Path) -> tuple[list[Path], dict[Path, str]] | None:
+    """Images and label maps of a dataset folder with labels beside them (LiTS, MSD ...).
 
     Pointing inference at a training-style folder must not segment its label maps.
+
+    Returns:
+        The images, and each label map with the image it belongs to; None when the
+        folder is not such a data set.
     """
     try:
         found = discover_dataset(folder, require_labels=False)
@@ -116,11 +128,60 @@ def _dataset_images(folder: Path) -> list[str] | None:
         return None
     if found.layout not in _LABELLED_LAYOUTS:
         return None
-    return [case["image"] for case in found.cases]
+    images = [Path(case["image"]) for case in found.cases]
+    labels = {
+        Path(case["label"]).resolve(): f"label map of {Path(case['image']).name} "
+        f"({found.layout} layout)"
+        for case in found.cases
+        if case.get("label")
+    }
+    # Sub-folders of the layout (MSD's imagesTr / labelsTr): their files are listed above.
+    for path in list(labels):
+        if path.parent != folder.resolve():
+            labels[path.parent] = f"label maps of the {found.layout} layout"
+    for image in images:
+        if image.resolve().parent != folder.resolve():
+            labels.setdefault(image.resolve().parent, "")  # "": its images are scans
+    return images, labels
 
 
-def find_scans(source: str | Path) -> list[Scan]:
-    """List the scans under ``source``, sorted by case name.
+def _is_inside(path: Path, folders: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    return any(resolved == f or f in resolved.parents for f in folders)
+
+
+def _folder_entries(
+    source: Path, exclude: Sequence[Path], labels: dict[Path, str], taken: set[Path]
+) -> tuple[list[Scan], list[LeftOut]]:
+    """The scans among ``source``'s entries; everything else with the reason it is left out."""
+    scans, left_out = [], []
+    for entry in sorted(source.iterdir()):
+        if entry.name.startswith(".") or entry.resolve() in taken:
+            continue  # hidden (a temporary file of an interrupted write), or already a scan
+        split = split_image_suffix(entry.name)
+        if _is_inside(entry, exclude):
+            left_out.append(LeftOut(entry, "the run's output folder"))
+        elif entry.resolve() in labels:
+            if labels[entry.resolve()]:  # a folder of the layout's images needs no mention
+                left_out.append(LeftOut(entry, labels[entry.resolve()]))
+        elif entry.is_dir() and labels and not is_dicom_folder(entry):
+            # Beside a data set's layout, a folder that is no DICOM series is not a scan.
+            left_out.append(LeftOut(entry, "a folder of the data set without a DICOM series"))
+        elif entry.is_dir():
+            scans.append(Scan(entry.name, entry, "dicom"))
+        elif split is None:
+            left_out.append(LeftOut(entry, "not an image file (.nii, .nii.gz, .nrrd, .mha ...)"))
+        elif split[0].endswith(OUTPUT_SUFFIX):
+            left_out.append(LeftOut(entry, f"a mask (*{OUTPUT_SUFFIX}), not a scan"))
+        else:
+            scans.append(Scan(split[0], entry, _kind_of(split[1])))
+    return scans, left_out
+
+
+def list_scans(
+    source: str | Path, exclude: Sequence[str | Path] = ()
+) -> tuple[list[Scan], list[LeftOut]]:
+    """List the scans under ``source``, sorted by case name, and what is left out.
 
     Args:
         source: an image file, a DICOM series folder, a datalist JSON, or a folder of
@@ -128,6 +189,12 @@ def find_scans(source: str | Path) -> list[Scan]:
             MetaImage ``.mha`` / ``.mhd``) and DICOM series sub-folders (one series per
             sub-folder; an empty or non-DICOM sub-folder is listed too, and fails when it
             is loaded, so the run reports it).
+        exclude: folders never read as input (the run's own output folder).
+
+    Returns:
+        The scans, and every other entry of the folder with the reason it is not a scan
+        (a label map of a data set's layout, a mask, a file of another kind, the output
+        folder); hidden files are neither.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -137,29 +204,34 @@ def find_scans(source: str | Path) -> list[Scan]:
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"input {source} does not exist")
+    excluded = [Path(folder).resolve() for folder in exclude]
+    left_out: list[LeftOut] = []
     if source.is_file():
         scans = _from_datalist(source) if source.suffix == ".json" else [_scan_of(source)]
     elif is_dicom_folder(source):
         scans = [Scan(source.name, source, "dicom")]
-    elif (images := _dataset_images(source)) is not None:
-        scans = [_scan_of(Path(image)) for image in images]
+    elif (dataset := _dataset_files(source)) is not None:
+        images, labels = dataset
+        scans = [_scan_of(image) for image in images]
+        # Images of the layout, then any other scan beside them (never dropped silently).
+        others, left_out = _folder_entries(
+            source, excluded, labels, {image.resolve() for image in images}
+        )
+        scans += others
     else:
-        scans = []
-        for entry in sorted(source.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            split = split_image_suffix(entry.name)
-            if entry.is_dir():
-                scans.append(Scan(entry.name, entry, "dicom"))
-            elif split is not None and not split[0].endswith(OUTPUT_SUFFIX):
-                scans.append(Scan(split[0], entry, _kind_of(split[1])))
+        scans, left_out = _folder_entries(source, excluded, {}, set())
     if not scans:
         raise InvalidScanError(
             f"{source}: no scans found (expected .nii / .nii.gz / .nrrd / .nhdr / .mha / .mhd "
             "files, DICOM series sub-folders, or a datalist .json)"
         )
     check_unique_cases(scans)
-    return sorted(scans, key=lambda s: s.case)
+    return sorted(scans, key=lambda s: s.case), left_out
+
+
+def find_scans(source: str | Path, exclude: Sequence[str | Path] = ()) -> list[Scan]:
+    """The scans of :func:`list_scans`, without the list of what is left out."""
+    return list_scans(source, exclude)[0]
 
 
 def check_unique_cases(scans: Sequence[Scan]) -> None:

@@ -307,6 +307,18 @@ def test_cli_evaluate_exit_codes(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "allowed"), "--allow-missing"]) == 0
 
 
+def test_cli_evaluate_refuses_an_output_that_is_a_file_before_scoring(tmp_path, capsys):
+    pred_dir, ref_dir = _two_case_folders(tmp_path)
+    taken = tmp_path / "report.txt"
+    taken.write_text("keep me")
+    args = ["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--no-progress"]
+    assert main([*args, "--out", str(taken)]) == 2
+    captured = capsys.readouterr()
+    assert f"--out {taken} is a file, not a folder" in captured.err
+    assert "liver" not in captured.out  # nothing was scored
+    assert taken.read_text() == "keep me"
+
+
 def test_cli_label_map_argument(tmp_path):
     ref = np.where(_liver(5, 25) == 1, 5, 0).astype(np.uint8)
     save_nifti(_liver(5, 25), AFFINE, tmp_path / "pred" / "t_seg.nii.gz")
