@@ -5,6 +5,8 @@ Each is more than one line of ``$`` Python, so it lives here rather than in YAML
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,8 +14,12 @@ from typing import Any
 
 import torch
 
+from pipeline.data.checks import check_training_cases
 from pipeline.data.datalist import discover_dataset
 from pipeline.data.synth.dataset import write_synthetic_dataset
+from pipeline.io import write_json
+
+logger = logging.getLogger(__name__)
 
 
 def load_datalist(
@@ -24,8 +30,15 @@ def load_datalist(
     test_fraction: float = 0.0,
     seed: int = 0,
     label_map: dict[int, int] | None = None,
+    skip_bad_cases: bool = False,
+    output_dir: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The training / validation / test split of the user's data or of the synthetic default.
+
+    Every case's label is checked against its image's grid first
+    (:func:`pipeline.data.checks.check_training_cases`): a misaligned case stops the run
+    with both files named, or with ``skip_bad_cases`` is left out and listed in
+    ``output_dir/excluded_cases.json``.
 
     Args:
         dataset_dir: a folder or datalist JSON in any layout that discovery knows; None
@@ -36,6 +49,8 @@ def load_datalist(
         test_fraction: held-out test share for folders without a predefined split.
         seed: seed of the split.
         label_map: label remapping recorded with the dataset.
+        skip_bad_cases: leave misaligned cases out instead of stopping.
+        output_dir: where ``excluded_cases.json`` goes.
     """
     if not dataset_dir:
         options = {"n_cases": 12, "shape": (96, 96, 64), "seed": 0, "val_fraction": val_fraction}
@@ -50,6 +65,13 @@ def load_datalist(
             dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
     found = discover_dataset(dataset_dir, require_labels=True, label_map=label_map)
     split = found.split(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    split, bad = check_training_cases(split, skip_bad_cases=skip_bad_cases)
+    if bad:
+        listed = [dataclasses.asdict(case) for case in bad]
+        for case in listed:
+            logger.warning("left out of training: %s: %s", case["label"], case["problem"])
+        if output_dir:
+            write_json({"excluded": listed}, Path(output_dir) / "excluded_cases.json")
     if not split["training"] or not split["validation"]:
         raise ValueError(
             f"{dataset_dir}: need at least one training and one validation case, found "
