@@ -337,9 +337,7 @@ class FolderRun:
         if self.checkpoint is not None and self.checkpoint.is_file():
             self._checkpoint_sha256 = sha256_of(self.checkpoint)
         engine = Engine(self._process)
-        engine.state.summary = RunSummary(
-            self.output_dir, left_out=left_out, stale_removed=stale
-        )
+        engine.state.summary = RunSummary(self.output_dir, left_out=left_out, stale_removed=stale)
         if self.progress:
             bar = tqdm(total=len(scans), desc="inference", unit="scan")
             engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))

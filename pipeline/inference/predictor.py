@@ -29,7 +29,7 @@ from monai.transforms import Compose, Invertd
 
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
-from pipeline.inference.quality import FAIL, QualityControl, QualityReport
+from pipeline.inference.quality import FAIL, WARN, QualityControl, QualityReport
 from pipeline.inference.scans import (
     InvalidScanError,
     Scan,
@@ -207,14 +207,17 @@ class ScanPredictor:
             # ITK would silently read one of several series, or a series with a missing
             # slice on a wrong grid: the headers are checked first.
             read_series(scan.path)
-        elif scan.kind == "nifti":
-            check_nifti_header(scan.path)
+        header_notes: list[str] = []
+        if scan.kind == "nifti":
+            header_notes = check_nifti_header(scan.path)
         try:
             data = self.loading({"image": str(scan.path)})
         except Exception as err:  # readers raise many types; the cause is what matters
             raise InvalidScanError(f"{scan.path}: unreadable ({describe_error(err)})") from err
         check_ct_volume(data["image"], scan.path)
         report = self.quality.check_scan(data["image"], data["image"].affine)
+        for note in header_notes:
+            report.add(WARN, note)
         if report.verdict == FAIL:
             raise InvalidScanError(f"{scan.path}: quality control: {'; '.join(report.reasons)}")
         data[self.QC_KEY] = report

@@ -259,11 +259,22 @@ def check_dicom_folder(path: Path) -> None:
         raise InvalidScanError(f"{path}: no DICOM file among its {len(files)} files")
 
 
-def check_nifti_header(path: Path) -> None:
-    """Refuse a NIfTI whose voxel sizes are zero or negative where its grid uses them.
+def check_nifti_header(path: Path, tolerance_mm: float = 1.0) -> list[str]:
+    """Refuse a NIfTI whose grid is broken; return warnings about a doubtful one.
 
     Without an sform, the grid is built from ``pixdim``; nibabel then silently replaces a
-    zero voxel size by 1 mm, which would give plausible-looking but wrong volumes.
+    zero voxel size by 1 mm, which would give plausible-looking but wrong volumes. An
+    sform with a zero or dependent column is replaced as silently by the reader (with the
+    qform or the voxel sizes), so it is refused too, naming both. An sform and a qform
+    that both claim to be valid but place the grid differently get a warning: the sform
+    is used, as the NIfTI standard says.
+
+    Returns:
+        Warnings for the quality control (the sform / qform disagreement).
+
+    Raises:
+        InvalidScanError: unreadable header, non-positive spacing without an sform, or a
+            degenerate sform.
     """
     try:
         header = nib.load(str(path)).header
@@ -271,10 +282,37 @@ def check_nifti_header(path: Path) -> None:
         zooms = _raw_pixdim(path, header.endianness)
     except Exception as err:  # nibabel raises several types for unreadable files
         raise InvalidScanError(f"{path}: unreadable NIfTI ({describe_error(err)})") from err
-    if int(header["sform_code"]) == 0 and min(zooms) <= 0:
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code == 0 and min(zooms) <= 0:
         raise InvalidScanError(
             f"{path}: voxel spacing {zooms} mm in the header is not positive (and no sform)"
         )
+    if sform_code == 0:
+        return []
+    sform = header.get_sform()
+    columns = np.linalg.norm(sform[:3, :3], axis=0)
+    if columns.min() <= 1e-6 or abs(np.linalg.det(sform[:3, :3])) <= 1e-9:
+        if qform_code > 0:
+            qform_sizes = np.linalg.norm(header.get_qform()[:3, :3], axis=0)
+            fallback = f"the qform gives voxel sizes {np.round(qform_sizes, 3).tolist()} mm"
+        else:
+            fallback = f"pixdim says {zooms} mm"
+        raise InvalidScanError(
+            f"{path}: the sform (code {sform_code}) is degenerate (voxel axis lengths "
+            f"{np.round(columns, 3).tolist()} mm), and a reader would silently use another "
+            f"grid ({fallback}); fix the header, or set sform_code to 0 if the qform is right"
+        )
+    if qform_code > 0:
+        qform = header.get_qform()
+        corners = np.array([[i, j, k, 1] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+        corners[:, :3] *= np.array(header.get_data_shape()[:3], float) - 1
+        apart = float(np.abs(corners @ sform.T - corners @ qform.T)[:, :3].max())
+        if apart > tolerance_mm:
+            return [
+                f"the NIfTI sform and qform place the grid up to {apart:.1f} mm apart; the "
+                "sform is used (the NIfTI rule), check the header"
+            ]
+    return []
 
 
 def _raw_pixdim(path: Path, endianness: str) -> list[float]:

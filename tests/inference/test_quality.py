@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 from oracle_predictor import oracle_predictor, save_tiny_checkpoint
@@ -13,6 +14,7 @@ from oracle_predictor import oracle_predictor, save_tiny_checkpoint
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.quality import QualityControl, QualityReport
+from pipeline.inference.scans import InvalidScanError, check_nifti_header
 from pipeline.io import save_nifti
 
 QC = QualityControl(min_z_mm=150.0)
@@ -128,3 +130,43 @@ def test_bundle_settings_reach_the_quality_control(tmp_path):
     assert predictor.quality.min_liver_ml == 10.0 and predictor.quality.max_body_mm == 900.0
     # The network's window: 16 voxels of 4 mm in the tests' tiny geometry.
     assert predictor.quality.min_z_mm == pytest.approx(64.0)
+
+
+def _nifti_with_forms(path, sform, qform, shape=(40, 40, 20)):
+    image = nib.Nifti1Image(np.zeros(shape, np.int16), qform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=1)
+    nib.save(image, path)
+    return path
+
+
+def test_a_degenerate_sform_is_refused_naming_the_grid_a_reader_would_use(tmp_path):
+    qform = np.diag([0.8, 0.8, 2.5, 1.0])
+    sform = qform.copy()
+    sform[:, 1] = 0  # a zero column: readers silently fall back to the qform
+    path = _nifti_with_forms(tmp_path / "zero.nii.gz", sform, qform)
+    with pytest.raises(InvalidScanError) as raised:
+        check_nifti_header(path)
+    message = str(raised.value)
+    assert "the sform (code 1) is degenerate (voxel axis lengths [0.8, 0.0, 2.5] mm)" in message
+    assert "the qform gives voxel sizes [0.8, 0.8, 2.5] mm" in message
+
+
+def test_sform_and_qform_that_disagree_give_a_warning(tmp_path, phantom):
+    sform = phantom.affine.copy()
+    qform = sform.copy()
+    qform[2, 3] += 40.0  # the qform places the scan 40 mm higher
+    image = nib.Nifti1Image(phantom.image, sform)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=2)
+    nib.save(image, tmp_path / "two.nii.gz")
+    assert check_nifti_header(tmp_path / "two.nii.gz") == [
+        "the NIfTI sform and qform place the grid up to 40.0 mm apart; the sform is used "
+        "(the NIfTI rule), check the header"
+    ]
+    ckpt = save_tiny_checkpoint(tmp_path / "model.pt")
+    out = tmp_path / "out"
+    FolderRun(oracle_predictor(ckpt), tmp_path / "two.nii.gz", out, progress=False).run()
+    reasons = json.loads((out / "two.json").read_text())["qc"]["reasons"]
+    assert "warn: the NIfTI sform and qform place the grid up to 40.0 mm apart" in reasons[0]
+    assert check_nifti_header(_nifti_with_forms(tmp_path / "ok.nii.gz", sform, sform)) == []
