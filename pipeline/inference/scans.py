@@ -305,7 +305,8 @@ def check_nifti_header(path: Path, tolerance_mm: float = 1.0) -> list[str]:
     if qform_code > 0:
         qform = header.get_qform()
         corners = np.array([[i, j, k, 1] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
-        corners[:, :3] *= np.array(header.get_data_shape()[:3], float) - 1
+        shape = [*header.get_data_shape()[:3], 1, 1][:3]  # a 2D image fails later, named
+        corners[:, :3] *= np.array(shape, float) - 1
         apart = float(np.abs(corners @ sform.T - corners @ qform.T)[:, :3].max())
         if apart > tolerance_mm:
             return [
