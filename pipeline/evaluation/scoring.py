@@ -15,6 +15,7 @@ the case, never a failure. The pairing API (:func:`pair_cases`,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from pipeline.evaluation.report.figures import extract_overlay
 from pipeline.evaluation.report.model import CaseEntry, UnscoredCase, complete_provenance
 from pipeline.evaluation.report.viewer import remove_viewer, write_viewer
 from pipeline.evaluation.report.writer import write_report
+from pipeline.names import split_image_suffix
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -80,6 +82,21 @@ class EvaluationResult:
     def ok(self) -> bool:
         """True when no case failed (missing cases allowed by the caller do not count)."""
         return not self.failures
+
+
+def _inference_qc(pred: Path) -> dict[str, Any] | None:
+    """The quality-control verdict in the inference's ``<case>.json`` beside a mask, if any.
+
+    Masks of other tools have no such file: their report shows no verdict.
+    """
+    split = split_image_suffix(pred.name)
+    stem = split[0] if split else pred.stem
+    stem = stem.removesuffix("_seg")  # inference writes <case>_seg.nii.gz and <case>.json
+    try:
+        qc = json.loads((pred.parent / f"{stem}.json").read_text()).get("qc")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return qc if isinstance(qc, dict) else None
 
 
 def _write_case_viewer(
@@ -209,6 +226,7 @@ def evaluate_pairs(
                 image=str(image) if image is not None else None,
                 spacing=loaded.spacing,
                 notes=notes,
+                qc=_inference_qc(Path(pair.pred)),
             )
         )
     report = write_report(

@@ -170,3 +170,23 @@ def test_sform_and_qform_that_disagree_give_a_warning(tmp_path, phantom):
     reasons = json.loads((out / "two.json").read_text())["qc"]["reasons"]
     assert "warn: the NIfTI sform and qform place the grid up to 40.0 mm apart" in reasons[0]
     assert check_nifti_header(_nifti_with_forms(tmp_path / "ok.nii.gz", sform, sform)) == []
+
+
+def test_the_evaluation_report_shows_the_inference_verdict(tmp_path, phantom):
+    from pipeline.evaluation.scoring import evaluate_pairs, pair_cases
+
+    ckpt = save_tiny_checkpoint(tmp_path / "model.pt")
+    save_nifti(phantom.image, phantom.affine, tmp_path / "in" / "good.nii.gz")
+    save_nifti(phantom.label, phantom.affine, tmp_path / "ref" / "good.nii.gz")
+    FolderRun(oracle_predictor(ckpt), tmp_path / "in", tmp_path / "out", progress=False).run()
+    verdict = json.loads((tmp_path / "out" / "good.json").read_text())["qc"]
+    result = evaluate_pairs(
+        pair_cases(tmp_path / "out", tmp_path / "ref"), tmp_path / "report",
+        progress=False, viewers=False,
+    )  # fmt: skip
+    (entry,) = result.cases
+    assert entry.qc == verdict and verdict["verdict"] == "warn"
+    cases = json.loads((tmp_path / "report" / "cases.json").read_text())["cases"]
+    assert cases[0]["qc"] == verdict
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert '<td class="fair" title="warn: the liver touches the scan' in html

@@ -42,6 +42,7 @@ class CaseEntry:
     image: str | None = None
     spacing: tuple[float, ...] = ()
     notes: list[str] = field(default_factory=list)
+    qc: dict[str, Any] | None = None  # the inference's verdict, when its case JSON was found
 
     @property
     def case_id(self) -> str:
@@ -87,6 +88,7 @@ def case_to_json(entry: CaseEntry) -> dict[str, Any]:
         "image": entry.image,
         "spacing": list(entry.spacing),
         "notes": entry.notes,
+        "qc": entry.qc,
         "metrics": entry.result.metrics,
         "lesions": {
             "ref": [dataclasses.asdict(x) for x in lesions.ref],
@@ -110,6 +112,7 @@ def case_from_json(data: Mapping[str, Any]) -> CaseEntry:
         image=data.get("image"),
         spacing=tuple(data.get("spacing", ())),
         notes=list(data.get("notes", [])),
+        qc=data.get("qc"),
     )
 
 

@@ -223,13 +223,23 @@ def _viewer_link(href: str | None, text: str) -> str:
     return f'<a href="{escape(href)}">{text}</a>' if href else ""
 
 
+def _qc_cell(qc: Mapping[str, Any] | None) -> str:
+    """The inference's quality-control verdict, its reasons on hover (empty if unknown)."""
+    if not qc:
+        return "<td></td>"
+    verdict = str(qc.get("verdict", ""))
+    reasons = escape("\n".join(qc.get("reasons", [])))
+    css = {"warn": "fair", "fail": "bad"}.get(verdict, "")
+    return f'<td class="{css}" title="{reasons}">{escape(verdict)}</td>'
+
+
 def _case_rows(
     data: Mapping[str, Any],
     cases: Sequence[CaseEntry],
     order: Sequence[int],
     viewers: Mapping[str, str],
 ) -> list[str]:
-    n_columns = 16
+    n_columns = 17
     rows = []
     # Unscored cases first: a reader scanning the top of the table sees them at once.
     for kind in ("failures", "missing"):
@@ -256,6 +266,7 @@ def _case_rows(
             f"<td>{fmt(100 * r[k] if not _nan(r[k]) else r[k], 2)}</td>"
             for k in ("tumour_burden_ref", "tumour_burden_pred")
         ]
+        cells.append(_qc_cell(entry.qc))
         cells.append(f"<td>{_viewer_link(viewers.get(entry.case_id), 'slices')}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return rows
@@ -381,13 +392,14 @@ def render_html(
     out.append(
         '<p class="note">Sorted by the mean of liver and tumour Dice (lowest first); failed and'
         " missing cases on top. Red: Dice &lt; 0.5, amber: &lt; 0.8. Distances in mm, burden in"
-        " % of liver volume. Click a case for its overlay, <i>slices</i> to scroll through"
-        " it in the slice viewer.</p>"
+        " % of liver volume. QC: the inference's quality-control verdict on the scan and its"
+        " mask (hover for the reasons). Click a case for its overlay, <i>slices</i> to scroll"
+        " through it in the slice viewer.</p>"
     )
     header = [
         "case", "mean Dice", "liver Dice", "liver ASSD", "liver HD95", "tumour Dice",
         "tumour ASSD", "tumour HD95", "tumour NSD", "ref lesions", "TP IoU>0.5",
-        "TP any", "FP lesions", "burden ref %", "burden pred %", "viewer",
+        "TP any", "FP lesions", "burden ref %", "burden pred %", "QC", "viewer",
     ]  # fmt: skip
     head = "".join(f"<th>{h}</th>" for h in header)
     out.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
