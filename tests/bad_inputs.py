@@ -1,15 +1,18 @@
-"""A corpus of bad inputs for the inference folder run, each with the outcome it must get.
+"""A corpus of bad inputs, each with the outcome it must get: inference, evaluation, training.
 
 Made from a synthetic phantom, so it needs no data; ``python tests/bad_inputs.py OUT``
-writes it for trying by hand. Each entry says what the run must do with it: ``fail``
-(listed in failures.csv with a message holding ``expect``), ``warn`` (segmented, a QC
-reason holding ``expect``) or ``left_out`` (not a scan, listed in run.json with a reason
-holding ``expect``), and ``done`` for the good scans beside them.
+writes it for trying by hand (``OUT/inference``, ``OUT/evaluation``, ``OUT/training``).
+Each entry says what the command must do with it: ``fail`` (named, with a message holding
+``expect``: failures.csv of a folder run or of an evaluation, the error or the excluded
+list of a training run), ``warn`` (segmented, a QC reason holding ``expect``) or
+``left_out`` (not a scan, listed in run.json with a reason holding ``expect``), and
+``done`` for the good inputs beside them.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +155,62 @@ def write_corpus(folder: Path) -> dict[str, Expected]:
     return out
 
 
+def write_evaluation_corpus(folder: Path) -> dict[str, Expected]:
+    """Predictions (``pred/<case>_seg.nii.gz``) and references (``ref/<case>.nii.gz``)."""
+    p = _phantom()
+    pred, ref = folder / "pred", folder / "ref"
+    out: dict[str, Expected] = {}
+    for name in ("good", "corrupt_pred", "shifted_pred", "wrong_shape_pred", "organ_labels"):
+        save_nifti(p.label, p.affine, ref / f"{name}.nii.gz")
+    save_nifti(p.label, p.affine, pred / "good_seg.nii.gz")
+    out["good"] = Expected("done")
+    (pred / "corrupt_pred_seg.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    out["corrupt_pred"] = Expected("fail", "corrupt_pred_seg.nii.gz")
+    shifted = p.affine.copy()
+    shifted[2, 3] += 30.0
+    save_nifti(p.label, shifted, pred / "shifted_pred_seg.nii.gz")
+    out["shifted_pred"] = Expected("fail", "prediction and reference grids differ")
+    save_nifti(p.label[:, :, :-4], p.affine, pred / "wrong_shape_pred_seg.nii.gz")
+    out["wrong_shape_pred"] = Expected("fail", "prediction and reference grids differ")
+    save_nifti(p.label * 5, p.affine, pred / "organ_labels_seg.nii.gz")  # 5 (and 10)
+    out["organ_labels"] = Expected("fail", "label values [5")
+    return out
+
+
+def write_training_corpus(folder: Path) -> tuple[Path, dict[str, Expected]]:
+    """A datalist of labelled cases, some whose label does not fit its image."""
+    p = _phantom()
+    records, out = [], {}
+
+    def case(name: str, label: np.ndarray, label_affine: np.ndarray, outcome: Expected) -> None:
+        image = save_nifti(p.image, p.affine, folder / f"{name}.nii.gz")
+        label_path = save_nifti(label, label_affine, folder / f"{name}_label.nii.gz")
+        records.append({"image": str(image), "label": str(label_path)})
+        out[name] = outcome
+
+    for i in range(3):
+        case(f"good{i}", p.label, p.affine, Expected("done"))
+    shifted = p.affine.copy()
+    shifted[0, 3] += 30.0
+    case("shifted_label", p.label, shifted, Expected("fail", "30.0 mm away"))
+    case("cropped_label", p.label[:, :, 4:], p.affine, Expected("fail", "label shape"))
+    case("organ_values", p.label * 5, p.affine, Expected("fail", "label values 5"))
+    datalist = folder / "datalist.json"
+    datalist.write_text(
+        json.dumps({"training": records[:1] + records[2:], "validation": records[1:2]})
+    )
+    return datalist, out
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python tests/bad_inputs.py OUT_FOLDER")
-    for name, expected in write_corpus(Path(sys.argv[1])).items():
-        print(f"{name:28s} {expected.outcome:9s} {expected.expect}")
+    root = Path(sys.argv[1])
+    corpora = {
+        "inference": write_corpus(root / "inference"),
+        "evaluation": write_evaluation_corpus(root / "evaluation"),
+        "training": write_training_corpus(root / "training")[1],
+    }
+    for part, corpus in corpora.items():
+        for name, expected in corpus.items():
+            print(f"{part:10s} {name:28s} {expected.outcome:9s} {expected.expect}")

@@ -1,6 +1,7 @@
-"""The bad-input corpus (tests/bad_inputs.py) through one folder run: every input gets its
+"""The bad-input corpus (tests/bad_inputs.py): through one folder run, every input gets its
 named failure, QC warning or left-out reason, the good scans finish, nothing half-written
-stays; then a run killed with SIGKILL and run again ends as an uninterrupted one."""
+stays; the evaluation and training corpora get their named failures; and a run killed with
+SIGKILL and run again ends as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from bad_inputs import write_corpus
+from bad_inputs import write_corpus, write_evaluation_corpus, write_training_corpus
 from bundle_files import ROOT
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 from oracle_predictor import oracle_predictor, save_tiny_checkpoint
 
+from pipeline.bundle import root_cause
+from pipeline.data.checks import CheckLabelValuesd, TrainingDataError, check_training_cases
 from pipeline.data.synth.dataset import write_synthetic_dataset
+from pipeline.evaluation.scoring import evaluate_pairs, pair_cases
 from pipeline.inference.folder_run import FolderRun
 
 
@@ -74,6 +79,50 @@ def test_nothing_is_dropped_unsaid(corpus_run):
     assert "results" not in set(summary.done) | {f["case"] for f in summary.failed}
     run = json.loads((out / "run.json").read_text())
     assert len(run["left_out"]) == len(left)
+
+
+def test_the_evaluation_corpus_names_each_bad_prediction(tmp_path):
+    expected = write_evaluation_corpus(tmp_path)
+    result = evaluate_pairs(
+        pair_cases(tmp_path / "pred", tmp_path / "ref"), tmp_path / "report",
+        progress=False, viewers=False,
+    )  # fmt: skip
+    assert [c.case_id for c in result.cases] == ["good"]
+    failed = {f.case_id: f.reason for f in result.failures}
+    assert set(failed) == {name for name, e in expected.items() if e.outcome == "fail"}
+    for name, reason in failed.items():
+        assert expected[name].expect in reason, (name, reason)
+    assert not [p for p in (tmp_path / "report").rglob("*") if ".tmp" in p.name]
+
+
+def test_the_training_corpus_stops_or_leaves_out_each_bad_case(tmp_path):
+
+    datalist, expected = write_training_corpus(tmp_path)
+    split = json.loads(datalist.read_text())
+    with pytest.raises(TrainingDataError, match="2 training case"):
+        check_training_cases(split)
+    kept, bad = check_training_cases(split, skip_bad_cases=True)
+    by_name = {Path(b.image).name.removesuffix(".nii.gz"): b.problem for b in bad}
+    grid_bad = {"shifted_label", "cropped_label"}
+    assert set(by_name) == grid_bad
+    for name in grid_bad:
+        assert expected[name].expect in by_name[name]
+    # Label values are checked as the labels are loaded (the training's own transforms).
+    load = Compose(
+        [
+            LoadImaged(keys="label", image_only=True),
+            EnsureChannelFirstd(keys="label"),
+            CheckLabelValuesd(keys="label"),
+        ]
+    )
+    refused = []
+    for record in kept["training"] + kept["validation"]:
+        try:
+            load({"label": record["label"]})
+        except Exception as err:  # MONAI wraps it; bundle runs print the root cause last
+            refused.append(str(root_cause(err)))
+    assert len(refused) == 1
+    assert f"organ_values_label.nii.gz: {expected['organ_values'].expect}" in refused[0]
 
 
 # ---- a kill during a run, then a re-run ------------------------------------------------------
