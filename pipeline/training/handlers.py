@@ -1,14 +1,16 @@
 """Ignite handlers of the bundle: resumable checkpoints and the per-epoch report.
 
-MONAI's CheckpointSaver and CheckpointLoader do the saving and loading; what is added
-here is wiring they cannot get from a declarative config without a circular reference
-(the trainer, and its AMP scaler, are only known once the trainer exists).
+Ignite's Checkpoint (with the atomic saver of ``checkpointing.py``) and MONAI's
+CheckpointLoader do the saving and loading; what is added here is wiring they cannot get
+from a declarative config without a circular reference (the trainer, and its AMP scaler,
+are only known once the trainer exists).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,10 @@ import torch
 from ignite import distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import EarlyStopping as IgniteEarlyStopping
-from monai.handlers import (
-    CheckpointLoader,
-    CheckpointSaver,
-    from_engine,
-    stopping_fn_from_metric,
-)
+from monai.handlers import CheckpointLoader, from_engine, stopping_fn_from_metric
 
 from pipeline.io import atomic_path
+from pipeline.training.checkpointing import epoch_checkpoint
 from pipeline.training.config_helpers import last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -48,12 +46,49 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network.module if hasattr(network, "module") else network
 
 
+def named_handler(handler: Any) -> Any:
+    """Return ``handler``: a handler list's entry for a handler defined under its own id.
+
+    The best-model saver and early stopping are referred to by ResumableCheckpoint too;
+    MONAI's workflow check wants each entry of a handler list to be a ``_target_`` dict,
+    not a bare ``@id`` reference.
+    """
+    return handler
+
+
+class GlobalRandomState:
+    """Python's, NumPy's and torch's global random generators, as a checkpointable object.
+
+    MONAI's random transforms draw from generators of their own, seeded by
+    ``set_determinism`` at start: after a resume they repeat the first epochs' draws.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """The three generators' states (plain lists and tensors: ``weights_only`` loads it)."""
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": list(random.getstate()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Set the three generators to ``state``."""
+        torch.set_rng_state(state["torch"])
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
 class ResumableCheckpoint:
     """Save the last epoch's full training state each epoch; resume from it on request.
 
     The checkpoint holds the network, optimizer, LR scheduler, trainer state (epoch and
-    iteration) and, with AMP, the gradient scaler, so ``resume: true`` continues at the
-    next epoch exactly. Only rank 0 writes (ignite's DiskSaver).
+    iteration), with AMP the gradient scaler, and the objects of ``state_of`` (the best
+    metric so far, the early-stopping counter, the random generators), so ``resume:
+    true`` continues at the next epoch exactly and ``model.pt`` is only ever replaced by
+    a better model. Only rank 0 writes (ignite's DiskSaver).
 
     Args:
         ckpt_dir: folder of ``checkpoint_epoch=N.pt`` (only the newest is kept).
@@ -62,6 +97,9 @@ class ResumableCheckpoint:
         lr_scheduler: its LR scheduler, or None.
         resume: load the newest checkpoint of ``ckpt_dir`` when training starts.
         device: where to map the loaded tensors (a CUDA checkpoint loads on CPU).
+        state_of: further objects with ``state_dict`` / ``load_state_dict``, by name. A
+            checkpoint written before one of them existed resumes without it (named in
+            the log).
     """
 
     def __init__(
@@ -72,6 +110,7 @@ class ResumableCheckpoint:
         lr_scheduler: Any = None,
         resume: bool = False,
         device: str | torch.device = "cpu",
+        state_of: dict[str, Any] | None = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
         self.network = network
@@ -79,6 +118,7 @@ class ResumableCheckpoint:
         self.lr_scheduler = lr_scheduler
         self.resume = resume
         self.device = device
+        self.state_of = dict(state_of or {})
         self.resumed_from: str | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -93,6 +133,10 @@ class ResumableCheckpoint:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
             objects["scaler"] = scaler
+        objects.update(self.state_of)
+        # A kill mid-write leaves a hidden temporary file (the checkpoint files are whole).
+        for stale in Path(self.ckpt_dir).glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
         if self.resume:
             path = last_checkpoint(self.ckpt_dir)
             if path is None:
@@ -102,18 +146,19 @@ class ResumableCheckpoint:
             else:
                 self.resumed_from = path
                 logger.info("resuming from %s", path)
-                CheckpointLoader(path, objects, map_location=torch.device(self.device)).attach(
+                stored = torch.load(path, map_location="cpu", weights_only=True).keys()
+                missing = sorted(set(self.state_of) - set(stored))
+                if missing:
+                    logger.warning("%s holds no %s: resuming without", path, ", ".join(missing))
+                to_load = {k: v for k, v in objects.items() if k not in missing}
+                CheckpointLoader(path, to_load, map_location=torch.device(self.device)).attach(
                     engine
                 )
-        saver = CheckpointSaver(
-            save_dir=self.ckpt_dir,
-            save_dict=objects,
-            save_interval=1,
-            n_saved=1,
-            epoch_level=True,
-            file_prefix="",
-        )
-        saver.attach(engine)
+        # Atomic, and the previous file is deleted only once this one is in place.
+        checkpoint = epoch_checkpoint(self.ckpt_dir, objects)
+        if self.resumed_from is not None:  # replaced by this run's first checkpoint
+            checkpoint.save_handler.remove(Path(self.resumed_from).name)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
 
 
 class EarlyStopping:
@@ -126,9 +171,13 @@ class EarlyStopping:
     ``min_delta`` / ``cumulative_delta`` arguments that ignite 0.5.5 deprecates with a
     warning on every run.)
 
+    Its counter and best score go into the epoch checkpoint (``state_dict``), so a
+    resumed run keeps counting where it stopped.
+
     Args:
         evaluator: the validation engine whose metric is watched.
-        patience: validations without improvement (by more than ``min_delta``) before stopping.
+        patience: validations without improvement (by more than ``min_delta``) before
+            stopping; 0 never stops.
         metric_name: the evaluator metric (higher is better).
         min_delta: the smallest change that counts as an improvement.
     """
@@ -140,24 +189,34 @@ class EarlyStopping:
         metric_name: str = "val_mean_dice",
         min_delta: float = 0.001,
     ) -> None:
-        if int(patience) < 1:
-            raise ValueError(f"early stopping patience must be >= 1, got {patience}")
+        if int(patience) < 0:
+            raise ValueError(f"early stopping patience must be >= 0 (0: off), got {patience}")
         self.evaluator = evaluator
         self.patience = int(patience)
         self.metric_name = metric_name
         self.min_delta = min_delta
+        self.handler: IgniteEarlyStopping | None = None
 
     def attach(self, trainer: Engine) -> None:
         """Watch the evaluator's metric and stop ``trainer`` when it stalls."""
-        self.evaluator.add_event_handler(
-            Events.COMPLETED,
-            IgniteEarlyStopping(
-                patience=self.patience,
-                score_function=stopping_fn_from_metric(self.metric_name),
-                trainer=trainer,
-                threshold=self.min_delta,
-            ),
+        if self.patience == 0:
+            return
+        self.handler = IgniteEarlyStopping(
+            patience=self.patience,
+            score_function=stopping_fn_from_metric(self.metric_name),
+            trainer=trainer,
+            threshold=self.min_delta,
         )
+        self.evaluator.add_event_handler(Events.COMPLETED, self.handler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counter and best score so far (empty when off)."""
+        return dict(self.handler.state_dict()) if self.handler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue counting from a checkpoint's ``state``."""
+        if self.handler is not None and state:
+            self.handler.load_state_dict(state)
 
 
 class TrainingTimeLimit:

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +108,63 @@ def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
     assert scheduler.last_epoch == 2
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
+
+
+def _launch_training(tmp: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+            str(QUICK), "--logging_file", "False", *extra]  # fmt: skip
+    for key, value in _overrides(tmp).items():
+        args += [f"--{key}", value]
+    return subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_killed_run_resumes_from_its_epoch_and_keeps_the_best_model(tmp_path):
+    models = tmp_path / "run" / "models"
+    first = _launch_training(tmp_path, "--epochs", "20")
+    deadline = time.monotonic() + 300
+    while not list(models.glob("checkpoint_epoch=[2-9].pt")) and first.poll() is None:
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    (saved,) = list(models.glob("checkpoint_epoch=*.pt"))
+    saved_epoch = int(saved.stem.split("=")[1])
+    state = torch.load(saved, weights_only=True)
+    (best_score, best_file), *_ = state["best_model"]["_saved"]
+    before = [float(r["mean_dice"]) for r in _rows(tmp_path) if int(r["epoch"]) <= saved_epoch]
+    assert best_score == pytest.approx(max(before))
+
+    # Make the best model before the kill unbeatable (as if it had scored 0.99) and mark
+    # its file: after the resume no validation may replace it.
+    state["best_model"]["_saved"] = [(0.99, best_file)]
+    torch.save(state, saved)
+    marker = {"marker": torch.tensor([7])}
+    torch.save(marker, models / "model.pt")
+    resumed = _launch_training(tmp_path, "--epochs", str(saved_epoch + 2), "--resume", "True")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-3000:]
+    epochs = [int(r["epoch"]) for r in _rows(tmp_path)]
+    assert epochs[-2:] == [saved_epoch + 1, saved_epoch + 2]  # continued, not restarted
+    assert torch.load(models / "model.pt", weights_only=True).keys() == marker.keys()
+    (last,) = list(models.glob("checkpoint_epoch=*.pt"))
+    assert torch.load(last, weights_only=True)["best_model"]["_saved"] == [(0.99, best_file)]
+
+
+def test_early_stopping_counter_survives_a_resume(tmp_path):
+    from ignite.engine import Engine
+
+    from pipeline.training.handlers import EarlyStopping
+
+    evaluator, trainer = Engine(lambda e, b: None), Engine(lambda e, b: None)
+    stopping = EarlyStopping(evaluator, patience=3)
+    stopping.attach(trainer)
+    stopping.handler.counter, stopping.handler.best_score = 2, 0.61
+    again = EarlyStopping(evaluator, patience=3)
+    again.attach(trainer)
+    again.load_state_dict(stopping.state_dict())
+    assert (again.handler.counter, again.handler.best_score) == (2, 0.61)
+    off = EarlyStopping(evaluator, patience=0)
+    off.attach(trainer)
+    assert off.state_dict() == {}
 
 
 def test_lesion_balanced_crops_train_through_the_bundle(tmp_path):
