@@ -4,7 +4,9 @@ One engine iteration is one scan: predict, save the mask beside its quantificati
 record the stage times. A scan that fails (unreadable, truncated, 2D, 4D, NaN, broken
 spacing, empty DICOM folder...) is written to ``failures.csv`` with its reason and the run
 goes on. Every file is written atomically (temporary name, then rename), so a stopped run
-leaves no half-written mask, and a re-run skips the finished cases unless ``overwrite``.
+leaves no half-written mask, and a re-run skips the finished cases unless ``overwrite``,
+or unless a case was made with another checkpoint (SHA-256) or other settings: such a
+case is redone, and the run says how many and why (``redone`` in run.json).
 
 Outputs in ``output_dir``:
 
@@ -64,6 +66,7 @@ from pipeline.inference.scans import (
 )
 from pipeline.io import (
     atomic_path,
+    json_safe,
     save_label_map_itk_like,
     save_label_map_like,
     save_nifti,
@@ -89,6 +92,7 @@ class RunSummary:
     output_dir: Path
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    redone: list[dict[str, str]] = field(default_factory=list)  # finished, but stale
     failed: list[dict[str, str]] = field(default_factory=list)
     warned: list[dict[str, str]] = field(default_factory=list)
     flagged: list[dict[str, str]] = field(default_factory=list)
@@ -217,6 +221,21 @@ class FolderRun:
             (self.output_dir / f"{scan.case}.json").exists()
         )
 
+    def _stale(self, scan: Scan) -> str | None:
+        """Why a finished case must be redone: another checkpoint or other settings."""
+        try:
+            record = json.loads((self.output_dir / f"{scan.case}.json").read_text())
+        except (OSError, ValueError):
+            return "its JSON is unreadable"
+        if record.get("checkpoint_sha256") != self._checkpoint_sha256:
+            return "the checkpoint changed (SHA-256)"
+        # Compared as JSON, the form the record was written in.
+        if json.dumps(json_safe(record.get("settings")), sort_keys=True) != json.dumps(
+            json_safe(self.settings), sort_keys=True
+        ):
+            return "the settings changed"
+        return None
+
     def _save_masks(
         self, scan: Scan, prediction: Prediction, outputs: dict[str, Path]
     ) -> list[str]:
@@ -299,8 +318,12 @@ class FolderRun:
     def _process(self, engine: Engine, scan: Scan) -> dict[str, Any]:
         state = engine.state
         if not self.overwrite and self._finished(scan):
-            state.summary.skipped.append(scan.case)
-            return {"case": scan.case, "status": "skipped"}
+            stale = self._stale(scan)
+            if stale is None:
+                state.summary.skipped.append(scan.case)
+                return {"case": scan.case, "status": "skipped"}
+            # A mask of another model or other settings must not pass for this run's.
+            state.summary.redone.append({"case": scan.case, "reason": stale})
         try:
             record = self._segment(scan)
         except OSError as err:
@@ -401,6 +424,7 @@ class FolderRun:
             "n_scans": len(scans),
             "done": summary.done,
             "skipped": summary.skipped,
+            "redone": summary.redone,
             "failed": summary.failed,
             "not_run": not_run,
             "disk_full": summary.disk_full,
@@ -425,6 +449,9 @@ class FolderRun:
             f"inference: {len(summary.done)} segmented, {len(summary.skipped)} already done, "
             f"{len(summary.failed)} failed -> {self.output_dir}"
         )
+        if summary.redone:
+            reasons = sorted({r["reason"] for r in summary.redone})
+            print(f"  {len(summary.redone)} finished case(s) redone: {'; '.join(reasons)}")
         for left in summary.left_out[:_SHOWN_LEFT_OUT]:
             print(f"  left out {left.path}: {left.reason}")
         if len(summary.left_out) > _SHOWN_LEFT_OUT:

@@ -95,3 +95,32 @@ def test_a_full_disk_stops_the_run_with_one_line_naming_enospc(tmp_path, predict
     assert record["not_run"] == ["c"] and "No space left" in record["disk_full"]
     assert (out / "quantification.csv").read_text().count("\n") == 2  # header + a
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_a_rerun_redoes_cases_of_another_checkpoint_or_other_settings(tmp_path):
+    folder = tmp_path / "in"
+    for name in ("a", "b"):
+        save_nifti(block_ct()[0], AFFINE, folder / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    first_ckpt = save_tiny_checkpoint(tmp_path / "first.pt")
+    predictor = oracle_predictor(first_ckpt)
+
+    def run(ckpt, settings):
+        return FolderRun(
+            predictor, folder, out, checkpoint=ckpt, settings=settings, progress=False
+        ).run()
+
+    assert run(first_ckpt, {"tta": False}).done == ["a", "b"]
+    same = run(first_ckpt, {"tta": False})
+    assert same.skipped == ["a", "b"] and same.redone == []
+    other_settings = run(first_ckpt, {"tta": True})
+    assert other_settings.done == ["a", "b"]
+    assert {r["reason"] for r in other_settings.redone} == {"the settings changed"}
+    # Other weights (the oracle ignores them, but the file's hash is what is recorded).
+    second_ckpt = tmp_path / "second.pt"
+    second_ckpt.write_bytes(first_ckpt.read_bytes() + b"\0")
+    other_model = run(second_ckpt, {"tta": True})
+    assert {r["reason"] for r in other_model.redone} == {"the checkpoint changed (SHA-256)"}
+    record = json.loads((out / "a.json").read_text())
+    assert record["checkpoint"] == str(second_ckpt)
+    assert _run_json(out)["redone"] == other_model.redone
