@@ -63,38 +63,72 @@ class DiscoveredDataset:
     ) -> dict[str, list[dict[str, Any]]]:
         """Deterministic hold-out split (the datalist's own split when it has one).
 
+        The test cases are the last of the seeded order, whatever ``val_fraction``, so the
+        K-fold splits of :meth:`kfold` hold out the same test cases.
+
         Counts by hand rather than ``monai.data.partition_dataset(ratios=...)``: a data
         set of three or more cases always keeps at least one validation case, which
         MONAI's rounding of ratios does not promise.
         """
         if self.predefined_split is not None:
             return self.predefined_split
-        order = _shuffled(self.cases, seed)
-        n = len(order)
-        n_test = int(round(n * test_fraction))
-        n_val = int(round(n * val_fraction))
+        pool, test = self._held_out(test_fraction, seed)
+        n = len(pool)
+        n_val = int(round((n + len(test)) * val_fraction))
         if n >= 3 and val_fraction > 0:
             n_val = max(n_val, 1)
-        n_train = max(n - n_val - n_test, 1)
+        n_train = max(n - n_val, 1)
         return {
-            "training": order[:n_train],
-            "validation": order[n_train : n_train + n_val],
-            "test": order[n_train + n_val : n_train + n_val + n_test],
+            "training": pool[:n_train],
+            "validation": pool[n_train : n_train + n_val],
+            "test": test,
         }
 
-    def kfold(self, n_folds: int, fold: int, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-        """Fold ``fold`` of a deterministic K-fold split: one fold validates, the rest train."""
-        if not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in [0, {n_folds}), got {fold}")
-        if len(self.cases) < n_folds:
-            raise ValueError(
-                f"{n_folds} folds need at least {n_folds} cases, found {len(self.cases)}"
-            )
+    def _held_out(
+        self, test_fraction: float, seed: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The seeded order of the cases, split into (training pool, test cases)."""
+        if not 0 <= test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         order = _shuffled(self.cases, seed)
+        n_test = int(round(len(order) * test_fraction))
+        if test_fraction > 0 and len(order) >= 3:
+            n_test = max(n_test, 1)
+        return order[: len(order) - n_test], order[len(order) - n_test :]
+
+    def kfold(
+        self, n_folds: int, fold: int, seed: int = 0, test_fraction: float = 0.0
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Fold ``fold`` of a deterministic K-fold split of the cases not held out for test.
+
+        One fold validates, the others train; the test split (the datalist's own, or the
+        ``test_fraction`` of :meth:`split`) stays out of every fold.
+
+        Raises:
+            ValueError: a fold index outside ``0 .. n_folds - 1``, or fewer cases than folds.
+        """
+        if n_folds < 2:
+            raise ValueError(f"cross-validation needs at least 2 folds, got {n_folds}")
+        if not 0 <= fold < n_folds:
+            raise ValueError(f"fold must be in 0 .. {n_folds - 1} for {n_folds} folds, got {fold}")
+        if self.predefined_split is not None:
+            pool = _shuffled(
+                [*self.predefined_split.get("training", []),
+                 *self.predefined_split.get("validation", [])],
+                seed,
+            )  # fmt: skip
+            test = list(self.predefined_split.get("test", []))
+        else:
+            pool, test = self._held_out(test_fraction, seed)
+        if len(pool) < n_folds:
+            raise ValueError(
+                f"{self.root}: {n_folds} folds need at least {n_folds} cases outside the test "
+                f"split, found {len(pool)} ({len(test)} held out for test)"
+            )
         # Strided folds (case i in fold i mod K): sizes differ by one at most.
-        folds = partition_dataset(order, num_partitions=n_folds, shuffle=False)
+        folds = partition_dataset(pool, num_partitions=n_folds, shuffle=False)
         training = [case for i, part in enumerate(folds) if i != fold for case in part]
-        return {"training": training, "validation": folds[fold], "test": []}
+        return {"training": training, "validation": list(folds[fold]), "test": test}
 
 
 def _shuffled(cases: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

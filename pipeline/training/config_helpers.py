@@ -32,6 +32,8 @@ def load_datalist(
     label_map: dict[int, int] | None = None,
     skip_bad_cases: bool = False,
     output_dir: str | None = None,
+    num_folds: int = 0,
+    fold: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
     """The training / validation / test split of the user's data or of the synthetic default.
 
@@ -50,7 +52,11 @@ def load_datalist(
         seed: seed of the split.
         label_map: label remapping recorded with the dataset.
         skip_bad_cases: leave misaligned cases out instead of stopping.
-        output_dir: where ``excluded_cases.json`` goes.
+        output_dir: where ``excluded_cases.json`` and ``split.json`` (the case names of
+            each split, so a report can say which cases were held out) go.
+        num_folds: K of a K-fold cross-validation of the cases outside the test split
+            (0: a plain hold-out split).
+        fold: which fold validates (0 .. K - 1).
     """
     if not dataset_dir:
         options = {"n_cases": 12, "shape": (96, 96, 64), "seed": 0, "val_fraction": val_fraction}
@@ -64,7 +70,10 @@ def load_datalist(
             torch.distributed.barrier()
             dataset_dir = str(write_synthetic_dataset(synthetic_dir, **options))
     found = discover_dataset(dataset_dir, require_labels=True, label_map=label_map)
-    split = found.split(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if num_folds:
+        split = found.kfold(num_folds, fold, seed=seed, test_fraction=test_fraction)
+    else:
+        split = found.split(val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     split, bad = check_training_cases(split, skip_bad_cases=skip_bad_cases)
     if bad:
         listed = [dataclasses.asdict(case) for case in bad]
@@ -72,6 +81,14 @@ def load_datalist(
             logger.warning("left out of training: %s: %s", case["label"], case["problem"])
         if output_dir:
             write_json({"excluded": listed}, Path(output_dir) / "excluded_cases.json")
+    if output_dir and (not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0):
+        names = {
+            part: [case.get("case", case["image"]) for case in cases]
+            for part, cases in split.items()
+        }
+        fold_info = {"num_folds": num_folds, "fold": fold} if num_folds else {}
+        write_json({"dataset": str(dataset_dir), "seed": seed, **fold_info, **names},
+                   Path(output_dir) / "split.json")  # fmt: skip
     if not split["training"] or not split["validation"]:
         raise ValueError(
             f"{dataset_dir}: need at least one training and one validation case, found "

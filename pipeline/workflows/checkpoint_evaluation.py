@@ -31,20 +31,27 @@ logger = logging.getLogger(__name__)
 def split_records(
     datalist: Mapping[str, Sequence[Mapping[str, Any]]], split: str
 ) -> tuple[str, list[Mapping[str, Any]]]:
-    """The records of ``split``; the validation split when a test split is asked but empty.
+    """The records of ``split``.
+
+    A missing test split is an error, not a quiet fallback: the validation cases chose
+    the checkpoint (and the post-processing), so their scores are not a test result.
 
     Returns:
-        The split actually used and its records.
+        The split and its records.
 
     Raises:
-        ValueError: the split is unknown, or it and the fallback are empty.
+        ValueError: the split is unknown or empty (for the test split, with what to do).
     """
     if split not in ("test", "validation", "training"):
         raise ValueError(f"eval_split must be test, validation or training, got {split!r}")
     records = list(datalist.get(split) or [])
     if not records and split == "test":
-        logger.warning("the data set has no test split; scoring the validation split instead")
-        split, records = "validation", list(datalist.get("validation") or [])
+        raise ValueError(
+            "the data set has no test split: its validation cases chose the checkpoint, so "
+            "scoring them is no test. Hold out a test split (--test_fraction 0.2, the "
+            "default, or a datalist's \"test\" list), or score validation knowingly with "
+            "--eval_split validation"
+        )
     if not records:
         raise ValueError(f"the {split} split is empty: nothing to evaluate")
     return split, records
@@ -103,7 +110,7 @@ def evaluate_checkpoint(
             ``predictor``, built from the same configs the model was trained with).
         datalist: ``{"training": [...], "validation": [...], "test": [...]}`` records
             with ``image`` and ``label``.
-        split: "test" (falls back to "validation" when empty), "validation" or "training".
+        split: "test" (refused when the data set has none), "validation" or "training".
         out_dir: gets ``predictions/`` and ``report/``.
         checkpoint: the weights' file, for the provenance and the case JSONs.
         settings: the inference settings to record (common.yaml's ``predictor_settings``).
