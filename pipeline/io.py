@@ -133,6 +133,25 @@ def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_identity(checkpoint: Any) -> tuple[Any, str | None]:
+    """How outputs name a model: its path(s) and SHA-256 (several joined by ``+``).
+
+    ``checkpoint`` is one file, several (a fold ensemble), or None. A file that does not
+    exist has no hash (None for the whole identity).
+    """
+    if not checkpoint:
+        return None, None
+    paths = (
+        [Path(checkpoint)]
+        if isinstance(checkpoint, (str, os.PathLike))
+        else [Path(c) for c in checkpoint]
+    )
+    named = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+    if not all(p.is_file() for p in paths):
+        return named, None
+    return named, "+".join(sha256_of(p) for p in paths)
+
+
 def json_safe(value: Any) -> Any:
     """A JSON-safe copy: NaN and inf -> None, numpy scalars -> Python, tuples -> lists.
 

@@ -51,7 +51,6 @@ from ignite.engine import Engine, Events
 from tqdm.auto import tqdm
 
 from pipeline import __version__
-from pipeline.checkpoints import sha256_of
 from pipeline.inference.dicom_seg import save_dicom_seg
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.predictor import STAGES, Prediction, ScanPredictor
@@ -66,6 +65,7 @@ from pipeline.inference.scans import (
 )
 from pipeline.io import (
     atomic_path,
+    checkpoint_identity,
     json_safe,
     save_label_map_itk_like,
     save_label_map_like,
@@ -167,7 +167,8 @@ class FolderRun:
         input_path: folder, NIfTI file, DICOM series folder or datalist JSON; or the
             scans themselves (e.g. :func:`~pipeline.inference.scans.scans_from_records`).
         output_dir: where masks and tables go (created).
-        checkpoint: the weights' file, recorded with its SHA-256.
+        checkpoint: the weights' file (or files, for an ensemble), recorded with its
+            SHA-256 (several joined by ``+``).
         settings: the configuration worth recording with every case (JSON-able).
         overwrite: redo cases whose mask and JSON already exist.
         save_probabilities: also write ``<case>_prob.nii.gz`` (X, Y, Z, 3 float32).
@@ -180,7 +181,7 @@ class FolderRun:
         predictor: ScanPredictor,
         input_path: str | os.PathLike | Sequence[Scan],
         output_dir: str | os.PathLike,
-        checkpoint: str | os.PathLike | None = None,
+        checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         settings: dict[str, Any] | None = None,
         overwrite: bool = False,
         save_probabilities: bool = False,
@@ -203,7 +204,9 @@ class FolderRun:
             check_unique_cases(input_path)
             self.input_path, self.scans = None, list(input_path)
         self.output_dir = Path(output_dir)
-        self.checkpoint = Path(checkpoint) if checkpoint else None
+        # One file, or several (a fold ensemble): named and hashed together.
+        self.checkpoint, _ = checkpoint_identity(checkpoint)
+        self._checkpoint_source = checkpoint
         self.settings = settings or {}
         self.overwrite = bool(overwrite)
         self.save_probabilities = bool(save_probabilities)
@@ -285,7 +288,7 @@ class FolderRun:
             "affine": np.round(prediction.affine, 6).tolist(),
             "quantification": quantification,
             "seconds": {k: round(v, 4) for k, v in seconds.items()},
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint": self.checkpoint,
             "checkpoint_sha256": self._checkpoint_sha256,
             "settings": self.settings,
             "warnings": list(prediction.warnings),
@@ -357,8 +360,7 @@ class FolderRun:
             scans, left_out = list_scans(self.input_path, exclude=[self.output_dir])
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stale = self._remove_stale_temporaries(started)
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            self._checkpoint_sha256 = sha256_of(self.checkpoint)
+        self._checkpoint_sha256 = checkpoint_identity(self._checkpoint_source)[1]
         engine = Engine(self._process)
         engine.state.summary = RunSummary(self.output_dir, left_out=left_out, stale_removed=stale)
         if self.progress:
@@ -417,7 +419,7 @@ class FolderRun:
         run = {
             "input": str(self.input_path) if self.input_path else f"{len(scans)} listed scans",
             "output_dir": str(self.output_dir),
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint": self.checkpoint,
             "checkpoint_sha256": self._checkpoint_sha256,
             "settings": self.settings,
             "output_format": self.output_format,

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
+from pipeline.nets.ensemble import ProbabilityEnsemble
+
 
 class FlipTTAInferer(Inferer):
     """Average softmax probabilities over the input and its mirror images.
@@ -40,7 +42,14 @@ class FlipTTAInferer(Inferer):
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        """Run ``network`` on ``inputs`` (B, C, X, Y, Z) and its flips; mean softmax."""
+        """Run ``network`` on ``inputs`` (B, C, X, Y, Z) and its flips; mean softmax.
+
+        An ensemble's members each run the whole inference, and their probabilities are
+        averaged (not their per-window outputs, which overlap blending would mix).
+        """
+        if isinstance(network, ProbabilityEnsemble):
+            runs = [self(inputs, member, *args, **kwargs) for member in network.members]
+            return torch.stack(runs).mean(0)
         total = None
         for axes in self.flips:
             dims = [a + 2 for a in axes]  # skip batch and channel dimensions

@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline.evaluation.lesions import LesionDetection, PredLesion, RefLesion
 from pipeline.evaluation.metrics import CaseResult, summarize
-from pipeline.io import json_safe, sha256_of
+from pipeline.io import checkpoint_identity, json_safe, sha256_of
 
 FORMAT_VERSION = 1
 EMPTY_CASE_POLICY = (
@@ -148,7 +148,7 @@ def build_summary(data: Mapping[str, Any], cases: Sequence[CaseEntry]) -> dict[s
 
 
 def collect_provenance(
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     configs: Sequence[str | os.PathLike] = (),
     dataset: str | os.PathLike | None = None,
     **extra: Any,
@@ -156,7 +156,8 @@ def collect_provenance(
     """Provenance of an evaluation: date, files with their SHA-256, package versions.
 
     Args:
-        checkpoint: Model checkpoint; its SHA-256 is computed when the file exists.
+        checkpoint: Model checkpoint (or several, an ensemble); its SHA-256 is computed
+            when the file exists (several joined by ``+``).
         configs: Config files (e.g. the bundle's YAML files), each hashed.
         dataset: Data set folder or datalist.
         **extra: Anything else to record (e.g. ``pred_dir``, ``command``).
@@ -165,10 +166,10 @@ def collect_provenance(
         A JSON-serialisable dict.
     """
     out: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if checkpoint is not None:
-        out["checkpoint"] = str(checkpoint)
-        if Path(checkpoint).is_file():
-            out["checkpoint_sha256"] = sha256_of(checkpoint)
+    if checkpoint:
+        out["checkpoint"], sha = checkpoint_identity(checkpoint)
+        if sha is not None:
+            out["checkpoint_sha256"] = sha
     if configs:
         out["configs"] = [
             {"path": str(c), "sha256": sha256_of(c) if Path(c).is_file() else None} for c in configs
