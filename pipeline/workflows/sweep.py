@@ -320,7 +320,7 @@ def run_sweep(settings: SweepSettings, log: Any = print) -> list[dict[str, Any]]
 
 
 # ---- command line ----------------------------------------------------------------------------
-def _config_list(text: str) -> list[str]:
+def config_list(text: str) -> list[str]:
     """``"['a.yaml','b.yaml']"`` (as monai.bundle takes it) or one path -> absolute paths."""
     value = parse_value(text) if text.lstrip().startswith("[") else text
     files = [value] if isinstance(value, str) else list(value)
@@ -376,7 +376,7 @@ def settings_from_args(args: argparse.Namespace) -> SweepSettings:
     return SweepSettings(
         out=Path(args.out).resolve(),
         grid=grid,
-        config_files=_config_list(args.config_file),
+        config_files=config_list(args.config_file),
         fixed=fixed,
         overwrite=args.overwrite,
         timeout=args.timeout,
