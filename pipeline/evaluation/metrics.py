@@ -340,8 +340,8 @@ def summarize(cases: Sequence[CaseResult]) -> dict[str, Any]:
         cases: Results of :func:`evaluate_case`.
 
     Returns:
-        ``{"n_cases", "liver": {...}, "tumour": {...}, "burden": {...}, "tumour_auc",
-        "lesions", "lesion_records"}``. Each class maps every key of
+        ``{"n_cases", "liver": {...}, "tumour": {...}, "burden": {...}, "tumour_auc"
+        (only when some case had probabilities), "lesions", "lesion_records"}``. Each class maps every key of
         ``SUMMARY_KEYS`` to :func:`describe` output and adds ``dice_global``
         (``2 * sum |P & G| / sum (|P| + |G|)`` over voxel counts of all cases, LiTS
         "Dice global"; 1 if the class is absent everywhere) and
@@ -366,7 +366,10 @@ def summarize(cases: Sequence[CaseResult]) -> dict[str, Any]:
         key: describe([case[f"tumour_burden_{key}"] for case in cases])
         for key in ("pred", "ref", "abs_error")
     }
-    report["tumour_auc"] = describe([case["tumour_auc"] for case in cases])
+    # No probabilities reached the evaluation (the usual case): AUC is left out, not "n/a".
+    auc = describe([case["tumour_auc"] for case in cases])
+    if auc["n"]:
+        report["tumour_auc"] = auc
     detections = [case.lesions for case in cases]
     report["lesions"] = summarize_detection(detections)
     report["lesion_records"] = [

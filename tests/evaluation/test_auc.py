@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from pipeline import LIVER, TUMOUR
 from pipeline.evaluation.auc import tumour_auc
-from pipeline.evaluation.metrics import evaluate_case
+from pipeline.evaluation.metrics import evaluate_case, summarize
 
 ANISO = (0.8, 0.8, 2.0)
 
@@ -33,3 +34,19 @@ def test_tumour_auc_uses_liver_region_and_subsamples_deterministically():
     first = tumour_auc(prob, ref, ANISO, max_voxels=5000)
     assert first == tumour_auc(prob, ref, ANISO, max_voxels=5000)
     assert math.isnan(evaluate_case(ref, ref, ANISO)["tumour_auc"])
+
+
+def test_without_probabilities_the_report_leaves_auc_out(tmp_path):
+    from pipeline.evaluation.report.model import CaseEntry
+    from pipeline.evaluation.report.writer import write_report
+
+    ref = np.zeros((12, 12, 6), np.uint8)
+    ref[3:9, 3:9, 1:5] = 1
+    ref[5:7, 5:7, 2:4] = 2
+    entry = CaseEntry(result=evaluate_case(ref, ref, ANISO, case_id="a"), pred="p", ref="r")
+    assert "tumour_auc" not in summarize([entry.result])
+    write_report(tmp_path, [entry])
+    assert "tumour_auc" not in (tmp_path / "metrics_per_case.csv").read_text()
+    assert "tumour_auc" not in json.loads((tmp_path / "summary.json").read_text())
+    with_prob = evaluate_case(ref, ref, ANISO, tumour_prob=(ref == 2).astype(float))
+    assert summarize([with_prob])["tumour_auc"]["mean"] == 1.0

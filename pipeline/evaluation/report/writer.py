@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -196,6 +197,8 @@ def _render(
     summary = build_summary(data, cases)
     files = {"cases": report_dir / "cases.json", "overlays": report_dir / "overlays.npz"}
     columns = list(cases[0].result.to_dict()) if cases else ["case_id"]
+    if all(math.isnan(c.result["tumour_auc"]) for c in cases):  # no probabilities: no column
+        columns = [c for c in columns if c != "tumour_auc"]
     files["metrics_per_case"] = _write_csv(
         report_dir / "metrics_per_case.csv", columns, [c.result.to_dict() for c in cases]
     )
