@@ -341,8 +341,8 @@ def summarize(cases: Sequence[CaseResult]) -> dict[str, Any]:
 
     Returns:
         ``{"n_cases", "liver": {...}, "tumour": {...}, "burden": {...}, "tumour_auc"
-        (only when some case had probabilities), "lesions", "lesion_records"}``. Each class maps every key of
-        ``SUMMARY_KEYS`` to :func:`describe` output and adds ``dice_global``
+        (only when some case had probabilities), "lesions", "lesion_records"}``. Each
+        class maps every key of ``SUMMARY_KEYS`` to :func:`describe` output and adds ``dice_global``
         (``2 * sum |P & G| / sum (|P| + |G|)`` over voxel counts of all cases, LiTS
         "Dice global"; 1 if the class is absent everywhere) and
         ``n_surface_defined``. ``burden`` describes ``pred``, ``ref`` and
