@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import (
+    apply_orientation,
+    inv_ornt_aff,
+    io_orientation,
+    ornt2axcodes,
+    ornt_transform,
+)
 
-from pipeline.evaluation.pairing import CasePair
+from pipeline.evaluation.pairing import STRUCTURE_FILES, CasePair
 from pipeline.labels import TUMOUR
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -28,15 +35,42 @@ class GridMismatchError(ValueError):
 
 @dataclass
 class LoadedPair:
-    """Label arrays of one case on a common grid, values in 0..2."""
+    """Label arrays of one case on a common grid, values in 0..2.
+
+    ``notes`` says what was done to put them there (a prediction stored in another axis
+    order, reoriented to the reference's).
+    """
 
     pred: np.ndarray
     ref: np.ndarray
     affine: np.ndarray
     spacing: tuple[float, float, float]
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_structure_folder(folder: Path) -> tuple[np.ndarray, Any]:
+    """A per-structure folder (``liver.nii.gz``, ``liver_tumor.nii.gz``) as one label map."""
+    found = [(folder / name, value) for name, value in STRUCTURE_FILES.items()]
+    found = [(path, value) for path, value in found if path.is_file()]
+    if not found:
+        raise ValueError(f"{folder} holds none of {', '.join(STRUCTURE_FILES)}")
+    labels, first = None, None
+    for path, value in found:  # the liver first, then tumour painted over it
+        image = nib.load(path)
+        mask = np.asanyarray(image.dataobj) > 0
+        if first is None:
+            labels, first = np.zeros(mask.shape, np.uint8), image
+        elif mask.shape != labels.shape or not np.allclose(
+            image.affine, first.affine, atol=AFFINE_TOLERANCE_MM
+        ):
+            raise ValueError(f"{path} is not on the grid of {found[0][0]}")
+        labels[mask] = value
+    return labels, first
 
 
 def _read_labels(path: Path) -> tuple[np.ndarray, Any]:
+    if path.is_dir():
+        return _read_structure_folder(path)
     image = nib.load(path)
     data = np.asanyarray(image.dataobj)
     # Some tools write labels as X x Y x Z x 1.
@@ -117,7 +151,12 @@ def load_pair(
     assert pair.pred is not None and pair.ref is not None
     pred_data, pred_img = _read_labels(Path(pair.pred))
     ref_data, ref_img = _read_labels(Path(pair.ref))
-    if pred_data.shape != ref_data.shape or not np.allclose(
+    notes = []
+    reoriented = _reoriented(pred_data, pred_img.affine, ref_img.affine, ref_data.shape)
+    if reoriented is not None:
+        pred_data, note = reoriented
+        notes.append(note)
+    elif pred_data.shape != ref_data.shape or not np.allclose(
         pred_img.affine, ref_img.affine, rtol=0, atol=AFFINE_TOLERANCE_MM
     ):
         with np.printoptions(precision=4, suppress=True):
@@ -133,7 +172,33 @@ def load_pair(
         ref=_to_labels(ref_data, Path(pair.ref), label_map),
         affine=np.asarray(ref_img.affine, dtype=np.float64),
         spacing=spacing,  # type: ignore[arg-type]
+        notes=notes,
     )
+
+
+def _reoriented(
+    data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray, target_shape: tuple
+) -> tuple[np.ndarray, str] | None:
+    """``data`` in the target's axis order, when only axis order or direction differ.
+
+    Returns None when the grids already agree or are not one grid stored two ways.
+    """
+    if data.shape == tuple(target_shape) and np.allclose(
+        affine, target_affine, rtol=0, atol=AFFINE_TOLERANCE_MM
+    ):
+        return None
+    source, target = io_orientation(affine), io_orientation(target_affine)
+    transform = ornt_transform(source, target)
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return None  # same axes: a genuine mismatch (shape, spacing or shift)
+    moved = apply_orientation(data, transform)
+    moved_affine = affine @ inv_ornt_aff(transform, data.shape)
+    if moved.shape != tuple(target_shape) or not np.allclose(
+        moved_affine, target_affine, rtol=0, atol=AFFINE_TOLERANCE_MM
+    ):
+        return None
+    codes = "".join(ornt2axcodes(source)), "".join(ornt2axcodes(target))
+    return moved, f"prediction stored as {codes[0]}, reoriented to the reference's {codes[1]}"
 
 
 def load_image_on_grid(

@@ -9,6 +9,9 @@ suffix ``_0000``. When one folder holds several files of one case (a LiTS folder
 ``volume-3.nii`` and ``segmentation-3.nii``), label folders prefer the label-looking
 file and image folders the image-looking one; a tie is an error naming the files.
 
+A sub-folder holding ``liver.nii.gz`` (and ``liver_tumor.nii.gz``), as TotalSegmentator
+writes per case, is that case's label map (liver 1, tumour 2), named after the folder.
+
 Missing cases (``allow_missing=True``): a reference without prediction, or a
 prediction without reference, is kept as a :class:`CasePair` with ``pred`` or ``ref``
 set to None. :func:`pipeline.evaluation.scoring.evaluate_pairs` lists such pairs as *missing*
@@ -40,6 +43,9 @@ __all__ = [
 ]
 
 LABEL_SUFFIXES = ("_seg", "_label", "_mask")
+# TotalSegmentator writes one folder per case with a binary mask per structure; the folder
+# is the case (its name the case name), read as a label map: liver 1, liver tumour 2.
+STRUCTURE_FILES = {"liver.nii.gz": 1, "liver_tumor.nii.gz": 2}
 LABEL_PREFIX, IMAGE_PREFIX = "segmentation-", "volume-"
 _IMAGE_CHANNEL = re.compile(r"_0000$")
 _MAX_LISTED = 20  # files named in one error message before "... and N more"
@@ -126,7 +132,13 @@ def _scan(folder: Path, role: str) -> dict[str, Path]:
     groups: dict[str, list[tuple[int, Path]]] = {}
     for path in sorted(folder.iterdir()):
         # Hidden files include the temporary files of interrupted atomic writes.
-        if path.name.startswith(".") or not path.name.endswith(NIFTI_SUFFIXES):
+        if path.name.startswith("."):
+            continue
+        if role != "image" and path.is_dir():
+            if any((path / name).is_file() for name in STRUCTURE_FILES):
+                groups.setdefault(case_name(path.name + ".nii"), []).append((0, path))
+            continue
+        if not path.name.endswith(NIFTI_SUFFIXES):
             continue
         name, kind = _split_name(path, "image" if role == "image" else "label")
         if kind in rank:
@@ -149,7 +161,7 @@ def pair_cases(
     image_dir: str | os.PathLike | None = None,
     allow_missing: bool = False,
 ) -> list[CasePair]:
-    """Pair prediction and reference NIfTI files (not sub-folders) by case name.
+    """Pair prediction and reference NIfTI files (or per-structure folders) by case name.
 
     Args:
         pred_dir: Folder of predicted label maps.

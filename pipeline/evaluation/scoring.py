@@ -202,7 +202,7 @@ def evaluate_pairs(
             logger.warning("case %s failed: %s", pair.case_id, record.reason.splitlines()[0])
             failures.append(record)
             continue
-        notes = []
+        notes = list(loaded.notes)  # e.g. a prediction reoriented to the reference
         ct = None
         if image is not None:
             ct, note = load_image_on_grid(image, loaded.affine, loaded.ref.shape)

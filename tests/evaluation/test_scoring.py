@@ -329,3 +329,52 @@ def test_cli_label_map_argument(tmp_path):
     assert main([*args, "--label-map", "5:1"]) == 0
     with pytest.raises(SystemExit):
         main([*args, "--label-map", "five:one"])
+
+
+def test_a_prediction_stored_in_another_axis_order_is_reoriented_and_noted(tmp_path):
+    ref = _liver(5, 25)
+    save_nifti(ref, AFFINE, tmp_path / "ref" / "t.nii.gz")
+    # The same grid stored with the first axis reversed (LAS against RAS, say).
+    flipped = np.ascontiguousarray(ref[::-1])
+    flip_affine = AFFINE @ np.array(
+        [[-1, 0, 0, ref.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float
+    )
+    save_nifti(flipped, flip_affine, tmp_path / "pred" / "t_seg.nii.gz")
+    result = evaluate_pairs(
+        pair_cases(tmp_path / "pred", tmp_path / "ref"), tmp_path / "report",
+        progress=False, viewers=False,
+    )  # fmt: skip
+    (entry,) = result.cases
+    assert entry.result["liver_dice"] == 1.0
+    assert any("reoriented to the reference's" in note for note in entry.notes)
+    # A genuine mismatch (shifted by 2 voxels) still stops, naming both files.
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 2 * AFFINE[0, 0]
+    save_nifti(ref, shifted, tmp_path / "pred" / "t_seg.nii.gz")
+    result = evaluate_pairs(
+        pair_cases(tmp_path / "pred", tmp_path / "ref"), tmp_path / "report2",
+        progress=False, viewers=False,
+    )  # fmt: skip
+    (failure,) = result.failures
+    assert "grids differ" in failure.reason and "t_seg.nii.gz" in failure.reason
+
+
+def test_totalsegmentator_case_folders_are_read_as_label_maps(tmp_path):
+    ref = _liver(5, 25)
+    ref[10:14, 10:14, 8:12] = 2  # a tumour inside the liver
+    save_nifti(ref, AFFINE, tmp_path / "ref" / "case7.nii.gz")
+    folder = tmp_path / "pred" / "case7"  # TotalSegmentator: one folder per case
+    save_nifti((ref >= 1).astype(np.uint8), AFFINE, folder / "liver.nii.gz")
+    save_nifti((ref == 2).astype(np.uint8), AFFINE, folder / "liver_tumor.nii.gz")
+    save_nifti(np.zeros_like(ref), AFFINE, folder / "spleen.nii.gz")  # other structures
+    (pair,) = pair_cases(tmp_path / "pred", tmp_path / "ref")
+    assert pair.case_id == "case7" and pair.pred == folder
+    result = evaluate_pairs([pair], tmp_path / "report", progress=False, viewers=False)
+    (entry,) = result.cases
+    assert entry.result["liver_dice"] == 1.0 and entry.result["tumour_dice"] == 1.0
+    assert entry.result["tumour_n_ref"] == 64
+    # Without the tumour file the tumour voxels are liver: tumour Dice 0, liver still 1.
+    (folder / "liver_tumor.nii.gz").unlink()
+    result = evaluate_pairs([pair], tmp_path / "report2", progress=False, viewers=False)
+    assert result.cases[0].result["tumour_dice"] == 0.0
+    assert result.cases[0].result["liver_dice"] == 1.0
