@@ -13,7 +13,7 @@ passed as its refiner, stops with a message instead of giving a plausible wrong 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointMismatchError",
     "TrainedFor",
     "load_network_weights",
+    "recorded_setting",
     "sha256_of",
     "trained_for_differences",
 ]
@@ -101,6 +102,27 @@ def trained_for_differences(
         for key in configured
         if key in recorded and not _same(recorded[key], configured[key])
     ]
+
+
+def recorded_setting(
+    ckpt: str | os.PathLike | Sequence[str | os.PathLike], key: str, default: Any
+) -> Any:
+    """A setting the training recorded in ``ckpt`` (the first of several), or ``default``.
+
+    ``default`` also when the file is absent (a config built before training) or older
+    than the setting.
+    """
+    first = ckpt if isinstance(ckpt, (str, os.PathLike)) else next(iter(ckpt), None)
+    if first is None or not Path(first).is_file():
+        return default
+    try:
+        checkpoint = torch.load(first, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: loading the weights reports it, with the file named
+        return default
+    recorded = checkpoint.get(TRAINED_FOR) if isinstance(checkpoint, Mapping) else None
+    if not isinstance(recorded, Mapping) or key not in recorded:
+        return default
+    return recorded[key]
 
 
 def _state_dict_from(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:

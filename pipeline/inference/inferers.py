@@ -7,6 +7,7 @@ input and its flips) is not in MONAI, so it is written here, as an ``Inferer``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
@@ -16,6 +17,8 @@ from monai.inferers import Inferer
 
 from pipeline.nets.ensemble import ProbabilityEnsemble
 
+logger = logging.getLogger(__name__)
+
 
 class FlipTTAInferer(Inferer):
     """Average softmax probabilities over the input and its mirror images.
@@ -23,7 +26,9 @@ class FlipTTAInferer(Inferer):
     Args:
         inferer: the inferer that runs the network (e.g. SlidingWindowInferer).
         spatial_axes: spatial axes (0, 1, 2 for X, Y, Z) to mirror; every non-empty
-            combination is used, so three axes give eight passes.
+            combination is used, so three axes give eight passes. The bundle passes the
+            axes the model was mirrored along in training (none by default: then TTA runs
+            once and says why).
         enabled: False runs the wrapped inferer once (one config switch for TTA).
 
     Returns (when called): probabilities (softmax over channels), not logits.
@@ -36,6 +41,11 @@ class FlipTTAInferer(Inferer):
         self.inferer = inferer
         axes = tuple(int(a) for a in spatial_axes)
         self.flips: list[tuple[int, ...]] = [()]
+        if enabled and not axes:
+            logger.warning(
+                "TTA is on, but the model was trained without mirroring: mirrored scans "
+                "would be new to it, so it runs once (--tta_axes \"[0, 1, 2]\" forces TTA)"
+            )
         if enabled:
             self.flips += [c for n in range(1, len(axes) + 1) for c in combinations(axes, n)]
 

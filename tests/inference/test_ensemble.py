@@ -64,3 +64,24 @@ def test_an_ensemble_run_records_every_checkpoint(folds, tmp_path):
     record = json.loads((tmp_path / "case.json").read_text())
     assert record["checkpoint"] == [str(p) for p in paths]
     assert record["checkpoint_sha256"] == "+".join(sha256_of(p) for p in paths)
+
+
+def test_tta_mirrors_only_the_axes_training_mirrored(tmp_path, caplog):
+    from pipeline.checkpoints import recorded_setting
+    from pipeline.inference.inferers import FlipTTAInferer
+
+    trained = tmp_path / "model.pt"
+    torch.save({"model": {}, "trained_for": {"role": "single", "mirrored_axes": []}}, trained)
+    assert recorded_setting(str(trained), "mirrored_axes", [0, 1, 2]) == []
+    assert recorded_setting([str(trained)], "mirrored_axes", [0, 1, 2]) == []
+    assert recorded_setting(str(tmp_path / "absent.pt"), "mirrored_axes", [0, 1]) == [0, 1]
+    bare = tmp_path / "bare.pt"
+    torch.save({"weight": torch.zeros(1)}, bare)  # an older checkpoint records nothing
+    assert recorded_setting(str(bare), "mirrored_axes", [0, 1, 2]) == [0, 1, 2]
+
+    with caplog.at_level("WARNING"):
+        once = FlipTTAInferer(lambda x, net: net(x), spatial_axes=[], enabled=True)
+    assert once.flips == [()] and "trained without mirroring" in caplog.text
+    assert len(FlipTTAInferer(lambda x, net: net(x), spatial_axes=[0, 1, 2]).flips) == 8
+    parser = inference_parser(ckpt=str(trained), tta=True)
+    assert parser.get_parsed_content("inferer").flips == [()]

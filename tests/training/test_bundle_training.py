@@ -83,6 +83,8 @@ def test_quick_training_through_config_workflow(tmp_path):
     assert (models / "model.pt").exists()
     assert (models / "checkpoint_epoch=2.pt").exists()
     assert not (models / "checkpoint_epoch=1.pt").exists()  # only the newest is kept
+    # What inference's TTA follows: the default training mirrors no axis.
+    assert torch.load(models / "model.pt", weights_only=True)["trained_for"]["mirrored_axes"] == []
 
 
 def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
