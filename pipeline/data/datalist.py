@@ -268,10 +268,40 @@ def _find_msd(root: Path, require_labels: bool) -> DiscoveredDataset | None:
     labels_dir = root / "labelsTr"
     if not labels_dir.is_dir():
         raise DatasetLayoutError(f"{root}: has imagesTr/ but no labelsTr/")
+    listed = _msd_training_list(root)
+    if listed is not None:
+        return DiscoveredDataset(root, "msd", listed)
     cases = _pair_by_name(_nifti_files(root / "imagesTr"), _nifti_files(labels_dir), root, True)
     if not cases:
         raise DatasetLayoutError(f"{root / 'imagesTr'}: no NIfTI files")
     return DiscoveredDataset(root, "msd", cases)
+
+
+def _msd_training_list(root: Path) -> list[dict[str, Any]] | None:
+    """The labelled cases ``dataset.json`` lists under ``training``, if it lists any.
+
+    The data set's own pairing wins over pairing files by name. Its ``test`` list has no
+    labels: it is for inference, and the held-out test split is drawn from the training
+    list (:meth:`DiscoveredDataset.split`).
+    """
+    path = root / "dataset.json"
+    try:
+        entries = json.loads(path.read_text()).get("training") if path.is_file() else None
+    except (OSError, ValueError, AttributeError) as err:
+        raise DatasetLayoutError(f"{path}: not a readable MSD dataset.json ({err})") from err
+    if not entries:
+        return None
+    cases, missing = [], []
+    for entry in entries:
+        image, label = (root / entry[key] for key in ("image", "label"))
+        missing += [str(p) for p in (image, label) if not p.is_file()]
+        cases.append({"case": _case_name(image), "image": str(image), "label": str(label)})
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise DatasetLayoutError(f"{path} lists {len(missing)} missing file(s): {shown}")
+    return cases
 
 
 _LITS_VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")

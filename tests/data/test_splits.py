@@ -68,3 +68,25 @@ def test_evaluating_refuses_to_call_validation_cases_test():
     with pytest.raises(ValueError, match="its validation cases chose the checkpoint"):
         split_records(datalist, "test")
     assert split_records(datalist, "validation") == ("validation", [{"image": "b"}])
+
+
+def test_msd_dataset_json_training_list_is_honoured(tmp_path):
+    root = tmp_path / "msd"
+    write_synthetic_dataset(root, 4, seed=2, shape=(16, 16, 16), layout="msd", progress=False)
+    (root / "datalist.json").unlink()
+    dataset = json.loads((root / "dataset.json").read_text())
+    # The data set's own list pairs liver_3's image with liver_2's label: it wins over names.
+    dataset["training"] = dataset["training"][:3]
+    dataset["training"][2]["label"] = "./labelsTr/liver_2.nii.gz"
+    dataset["training"][2]["image"] = "./imagesTr/liver_3.nii.gz"
+    (root / "dataset.json").write_text(json.dumps(dataset))
+    found = discover_dataset(root)
+    assert [(c["case"], c["label"].rsplit("/", 1)[1]) for c in found.cases] == [
+        ("liver_0", "liver_0.nii.gz"),
+        ("liver_1", "liver_1.nii.gz"),
+        ("liver_3", "liver_2.nii.gz"),
+    ]
+    dataset["training"].append({"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/x.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(ValueError, match=r"dataset.json lists 2 missing file\(s\): .*gone.nii.gz"):
+        discover_dataset(root)
