@@ -138,3 +138,6 @@ def test_installed_wheel_segments_a_phantom_from_another_folder(tmp_path, wheel)
     here = pipeline.predict(scan, ckpt=ckpt, **TINY)
     np.testing.assert_array_equal(installed, here.labels)
     assert record["liver_ml"] == pytest.approx(here.quantification["liver_volume_ml"])
+    # The QC verdict comes back with the mask, and agrees with its reasons.
+    assert here.qc["verdict"] == ("warn" if here.qc["reasons"] else "pass")
+    assert all(reason.startswith("warn: ") for reason in here.qc["reasons"])

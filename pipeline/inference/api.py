@@ -35,7 +35,9 @@ class PredictResult:
         quantification: liver volume, tumours (volume, diameter, centroid), burden
             (see :func:`pipeline.inference.quantify.quantify`).
         seconds: wall time per stage.
-        warnings: what to look at (a cascade that found no liver, a liver at the edge).
+        warnings: what to look at (a cascade that found no liver, a box grown).
+        qc: the quality-control verdict on the scan and its mask, ``{"verdict", "reasons"}``
+            (see :mod:`pipeline.inference.quality`).
     """
 
     labels: np.ndarray
@@ -43,6 +45,7 @@ class PredictResult:
     quantification: dict[str, Any]
     seconds: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    qc: dict[str, Any] = field(default_factory=dict)
 
 
 def build_predictor(
@@ -118,4 +121,5 @@ def predict(
         quantify(prediction.labels, prediction.affine),
         prediction.seconds,
         list(prediction.warnings),
+        prediction.quality.to_dict(),
     )
