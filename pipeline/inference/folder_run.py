@@ -51,28 +51,17 @@ from ignite.engine import Engine, Events
 from tqdm.auto import tqdm
 
 from pipeline import __version__
-from pipeline.inference.dicom_seg import save_dicom_seg
-from pipeline.inference.dicom_series import read_series
-from pipeline.inference.predictor import STAGES, Prediction, ScanPredictor
+from pipeline.inference.outputs import OUTPUT_FORMATS, output_paths, save_masks
+from pipeline.inference.predictor import STAGES, ScanPredictor
 from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_row, quantify
 from pipeline.inference.scans import (
-    OUTPUT_SUFFIX,
     InvalidScanError,
     LeftOut,
     Scan,
     check_unique_cases,
     list_scans,
 )
-from pipeline.io import (
-    atomic_path,
-    checkpoint_identity,
-    json_safe,
-    save_label_map_itk_like,
-    save_label_map_like,
-    save_nifti,
-    write_json,
-)
-from pipeline.names import split_image_suffix
+from pipeline.io import atomic_path, checkpoint_identity, json_safe, save_nifti, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +69,6 @@ logger = logging.getLogger(__name__)
 TIMING_COLUMNS = ("case", "locate", *STAGES, "quantify", "save", "total")
 FAILURE_COLUMNS = ("case", "input", "error")
 WARNING_COLUMNS = ("case", "input", "warning")
-OUTPUT_FORMATS = ("nifti", "dicom_seg", "both", "native")
 QC_COLUMNS = ("qc", "qc_reasons")
 _SHOWN_LEFT_OUT = 10  # printed at the end of a run; run.json lists them all
 
@@ -104,42 +92,6 @@ class RunSummary:
     def ok(self) -> bool:
         """True when no scan failed."""
         return not self.failed
-
-
-def mask_path(output_dir: Path, case: str) -> Path:
-    """Where the NIfTI mask of ``case`` goes."""
-    return output_dir / f"{case}{OUTPUT_SUFFIX}.nii.gz"
-
-
-def output_paths(output_dir: Path, scan: Scan, output_format: str) -> dict[str, Path]:
-    """The mask files ``scan`` gets in ``output_format``, by writer: nifti, dicom_seg, itk.
-
-    Raises:
-        InvalidScanError: a DICOM-SEG asked for a scan that is not a DICOM series.
-    """
-    stem = output_dir / f"{scan.case}{OUTPUT_SUFFIX}"
-    if output_format == "native":
-        if scan.kind == "dicom":
-            return {"dicom_seg": stem.with_name(stem.name + ".dcm")}
-        if scan.kind == "itk":
-            # One file back: NRRD stays NRRD, MetaImage is written as a single .mha.
-            split = split_image_suffix(scan.path.name)
-            suffix = ".nrrd" if split is not None and split[1] in (".nrrd", ".nhdr") else ".mha"
-            return {"itk": stem.with_name(stem.name + suffix)}
-        return {"nifti": mask_path(output_dir, scan.case)}
-    paths = {}
-    if output_format in ("nifti", "both"):
-        paths["nifti"] = mask_path(output_dir, scan.case)
-    if output_format == "dicom_seg" and scan.kind != "dicom":
-        kind = {"nifti": "NIfTI", "itk": "NRRD / MetaImage"}.get(scan.kind, scan.kind)
-        raise InvalidScanError(
-            f"{scan.path}: --output_format dicom_seg writes a DICOM-SEG, which needs a DICOM "
-            f"series as input, not a {kind} file (use --output_format nifti, both or native)"
-        )
-    # "both" in a mixed folder: every scan gets its NIfTI, DICOM series their SEG too.
-    if output_format in ("dicom_seg", "both") and scan.kind == "dicom":
-        paths["dicom_seg"] = stem.with_name(stem.name + ".dcm")
-    return paths
 
 
 def _qc_columns(record: dict[str, Any]) -> dict[str, str]:
@@ -239,26 +191,6 @@ class FolderRun:
             return "the settings changed"
         return None
 
-    def _save_masks(
-        self, scan: Scan, prediction: Prediction, outputs: dict[str, Path]
-    ) -> list[str]:
-        """Write the mask in each asked format; returns notes for the case's warnings."""
-        notes = []
-        for writer, path in outputs.items():
-            if writer == "nifti" and scan.kind == "nifti":
-                save_label_map_like(prediction.labels, scan.path, path)
-            elif writer == "nifti":  # DICOM or ITK input: its grid as ITK read it, in RAS
-                save_nifti(prediction.labels, prediction.affine, path)
-            elif writer == "itk":
-                save_label_map_itk_like(prediction.labels, scan.path, path)
-            else:
-                series = read_series(scan.path)
-                save_dicom_seg(
-                    prediction.labels, prediction.affine, series, path, self._checkpoint_sha256
-                )
-                notes += series.notes
-        return notes
-
     def _segment(self, scan: Scan) -> dict[str, Any]:
         start = time.perf_counter()
         outputs = output_paths(self.output_dir, scan, self.output_format)  # fails early
@@ -268,7 +200,7 @@ class FolderRun:
         quantification = quantify(prediction.labels, prediction.affine)
         seconds["quantify"] = time.perf_counter() - quantify_start
         save_start = time.perf_counter()
-        prediction.warnings.extend(self._save_masks(scan, prediction, outputs))
+        prediction.warnings.extend(save_masks(scan, prediction, outputs, self._checkpoint_sha256))
         out = next(iter(outputs.values()))
         if prediction.probabilities is not None:
             save_nifti(

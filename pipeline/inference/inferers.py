@@ -44,7 +44,7 @@ class FlipTTAInferer(Inferer):
         if enabled and not axes:
             logger.warning(
                 "TTA is on, but the model was trained without mirroring: mirrored scans "
-                "would be new to it, so it runs once (--tta_axes \"[0, 1, 2]\" forces TTA)"
+                'would be new to it, so it runs once (--tta_axes "[0, 1, 2]" forces TTA)'
             )
         if enabled:
             self.flips += [c for n in range(1, len(axes) + 1) for c in combinations(axes, n)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from oracle_predictor import block_ct, oracle_predictor, save_tiny_checkpoint
 
-import pipeline.inference.folder_run as folder_run
+import pipeline.inference.outputs as outputs
 from pipeline.data.synth.dataset import write_synthetic_dataset
 from pipeline.inference.folder_run import FolderRun
 from pipeline.io import save_nifti
@@ -76,14 +76,14 @@ def test_a_full_disk_stops_the_run_with_one_line_naming_enospc(tmp_path, predict
     for name in ("a", "b", "c"):
         save_nifti(block_ct()[0], AFFINE, folder / f"{name}.nii.gz")
     out = tmp_path / "out"
-    real_save = folder_run.save_label_map_like
+    real_save = outputs.save_label_map_like
 
     def disk_fills_up(labels, reference, path):
         if "b_seg" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(labels, reference, path)
 
-    monkeypatch.setattr(folder_run, "save_label_map_like", disk_fills_up)
+    monkeypatch.setattr(outputs, "save_label_map_like", disk_fills_up)
     run = FolderRun(predictor, folder, out, progress=False)
     with pytest.raises(SystemExit) as stopped:
         run()
