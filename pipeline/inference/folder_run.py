@@ -28,9 +28,20 @@ Outputs in ``output_dir``:
   left out and why (label maps of a data set's layout, masks, other files, the run's own
   output folder when it sits inside the input folder: nothing is dropped unsaid).
 
+Under torchrun (``torchrun --nproc_per_node=N -m monai.bundle run inference ...``, the same
+configs and arguments) the processes share the scans (``sharding.py``): rank 0 lists the
+input and deals the scans, largest first, so that every rank gets about as many bytes;
+each rank segments its share (on ``cuda:LOCAL_RANK``, or the CPU), every case JSON
+records the ``rank`` that made it, and rank 0 writes the tables above for the whole
+folder (timings.csv with a ``rank`` column, run.json with ``world_size`` and, per rank,
+its host, cases, counts and seconds) and prints the summary. The ranks send their counts
+and case records to rank 0 through the process group, so the tables are whole even when
+the nodes do not share ``output_dir`` (each node then keeps the masks it made).
+
 A run first deletes the temporary files a killed run left in ``output_dir`` (older than
-the run). On a full disk (ENOSPC) the run stops at that case, writes what tables it can,
-and ends with one line naming ENOSPC; the cases not reached are ``not_run`` in run.json.
+the run). On a full disk (ENOSPC) the run (under torchrun, the rank that met it) stops at
+that case, writes what tables it can, and ends with one line naming ENOSPC; the cases not
+reached are ``not_run`` in run.json.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +73,7 @@ from pipeline.inference.scans import (
     check_unique_cases,
     list_scans,
 )
+from pipeline.inference.sharding import shard_scans, torchrun_world
 from pipeline.io import atomic_path, checkpoint_identity, json_safe, save_nifti, write_json
 
 logger = logging.getLogger(__name__)
@@ -87,11 +100,80 @@ class RunSummary:
     left_out: list[LeftOut] = field(default_factory=list)
     disk_full: str | None = None  # the write that found no space left; the run stopped there
     stale_removed: list[str] = field(default_factory=list)
+    rank: int = 0  # the process this summary was returned to (rank 0 writes the tables)
+    world_size: int = 1  # processes that shared the run (torchrun)
+    # Per process: rank, host, seconds, done / skipped / failed counts, the cases dealt to it.
+    ranks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when no scan failed."""
         return not self.failed
+
+    @classmethod
+    def merged(
+        cls,
+        output_dir: Path,
+        shares: list[dict[str, Any]],
+        scans: list[Scan],
+        left_out: list[LeftOut],
+        rank: int = 0,
+    ) -> tuple[RunSummary, list[dict[str, Any]]]:
+        """The whole run from the share of every process (one share when alone).
+
+        Args:
+            output_dir: the run's output folder.
+            shares: per process, in rank order: ``rank``, ``host``, ``seconds``, ``cases``
+                (the names dealt to it), ``summary`` (its own counts) and ``records`` (the
+                case JSONs of its finished cases).
+            scans: every scan of the run; lists and records follow this order.
+            left_out: the inputs the listing left out.
+            rank: the process the summary is returned to.
+
+        Returns:
+            The merged summary, and every finished case's record in the order of ``scans``.
+        """
+        order = {scan.case: i for i, scan in enumerate(scans)}
+
+        def in_order(items: Any, case: Callable[[Any], str] = str) -> list[Any]:
+            return sorted(items, key=lambda item: order.get(case(item), len(order)))
+
+        parts: list[RunSummary] = [share["summary"] for share in shares]
+        records = in_order((r for share in shares for r in share["records"]), lambda r: r["case"])
+        return cls(
+            output_dir,
+            done=in_order(case for part in parts for case in part.done),
+            skipped=in_order(case for part in parts for case in part.skipped),
+            redone=in_order((r for p in parts for r in p.redone), lambda r: r["case"]),
+            failed=in_order((f for p in parts for f in p.failed), lambda f: f["case"]),
+            warned=[
+                {"case": r["case"], "input": r["input"], "warning": warning}
+                for r in records
+                for warning in r.get("warnings", [])
+            ],
+            flagged=[
+                {"case": r["case"], "input": r["input"], "reasons": _qc_columns(r)["qc_reasons"]}
+                for r in records
+                if _qc_columns(r)["qc"] == "warn"
+            ],
+            left_out=left_out,
+            disk_full=next((part.disk_full for part in parts if part.disk_full), None),
+            stale_removed=sorted({name for part in parts for name in part.stale_removed}),
+            rank=rank,
+            world_size=len(shares),
+            ranks=[
+                {
+                    "rank": share["rank"],
+                    "host": share["host"],
+                    "seconds": share["seconds"],
+                    "done": len(part.done),
+                    "skipped": len(part.skipped),
+                    "failed": len(part.failed),
+                    "cases": share["cases"],
+                }
+                for share, part in zip(shares, parts, strict=True)
+            ],
+        ), records
 
 
 def _qc_columns(record: dict[str, Any]) -> dict[str, str]:
@@ -282,26 +364,90 @@ class FolderRun:
         return {"case": scan.case, "status": "done"}
 
     # ---- the run ----------------------------------------------------------------------------
-    def run(self) -> RunSummary:
-        """Segment every scan, then write the tables; returns the counts."""
+    def run(self, distributed: bool = False) -> RunSummary:
+        """Segment every scan, then write the tables; returns the counts.
+
+        Args:
+            distributed: share the scans among the processes torchrun started
+                (``WORLD_SIZE`` > 1; every one of them must call this). Each segments its
+                share (:mod:`~pipeline.inference.sharding`), rank 0 writes the tables of the
+                whole run, and every process returns the whole run's summary. False, or
+                without torchrun, this process segments every scan.
+        """
         started = time.time()
-        left_out: list[LeftOut] = []
-        if self.scans is not None:
-            scans = self.scans
-        else:  # the output folder may sit inside the input folder: never read it back
-            scans, left_out = list_scans(self.input_path, exclude=[self.output_dir])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        stale = self._remove_stale_temporaries(started)
-        self._checkpoint_sha256 = checkpoint_identity(self._checkpoint_source)[1]
-        engine = Engine(self._process)
-        engine.state.summary = RunSummary(self.output_dir, left_out=left_out, stale_removed=stale)
-        if self.progress:
-            bar = tqdm(total=len(scans), desc="inference", unit="scan")
-            engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
-            engine.add_event_handler(Events.COMPLETED, lambda _: bar.close())
-        engine.add_event_handler(Events.COMPLETED, lambda e: self._write_tables(scans, e))
-        engine.run(scans, max_epochs=1, epoch_length=len(scans))
-        return engine.state.summary
+        with torchrun_world(enabled=distributed) as world:
+
+            def listing() -> tuple[list[Scan], list[LeftOut], list[list[Scan]]]:
+                if self.scans is not None:
+                    scans, left_out = self.scans, []
+                else:  # the output folder may sit inside the input folder: never read it back
+                    scans, left_out = list_scans(self.input_path, exclude=[self.output_dir])
+                # One process keeps the listed order; several get a balanced deal.
+                shards = shard_scans(scans, world.world_size) if world.distributed else [scans]
+                return scans, left_out, shards
+
+            scans, left_out, shards = world.from_rank0(listing)
+            mine = shards[world.rank]
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            stale = self._remove_stale_temporaries(started)
+            # In a shared output folder no rank may delete another's work in progress: none
+            # writes a temporary file of this run before every rank has cleaned up.
+            world.barrier()
+            self._checkpoint_sha256 = checkpoint_identity(self._checkpoint_source)[1]
+            shard_start = time.perf_counter()
+            engine = Engine(self._process)
+            engine.state.summary = RunSummary(self.output_dir, stale_removed=stale)
+
+            def record_rank(engine: Engine) -> None:
+                # Added to the finished case JSON, so that the one-scan code is the same
+                # for one process and for many; a JSON left without it is still valid.
+                if engine.state.output["status"] != "done":
+                    return
+                path = self.output_dir / f"{engine.state.output['case']}.json"
+                try:
+                    record = json.loads(path.read_text())
+                    record.update(rank=world.rank, world_size=world.world_size)
+                    write_json(record, path)
+                except OSError as err:
+                    logger.warning("%s: the rank could not be added (%s)", path, err)
+
+            if world.distributed:
+                engine.add_event_handler(Events.ITERATION_COMPLETED, record_rank)
+            if self.progress and mine:
+                bar = tqdm(
+                    total=len(mine),
+                    desc=f"inference rank {world.rank}" if world.distributed else "inference",
+                    unit="scan",
+                    position=world.local_rank if world.distributed else None,  # a bar per GPU
+                )
+                engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
+                engine.add_event_handler(Events.COMPLETED, lambda _: bar.close())
+            if mine:  # more ranks than scans leaves some with none
+                engine.run(mine, max_epochs=1, epoch_length=len(mine))
+            own: RunSummary = engine.state.summary
+            failed = {f["case"] for f in own.failed}
+            records = []
+            for scan in mine:  # finished earlier or now: the tables cover the whole folder
+                path = self.output_dir / f"{scan.case}.json"
+                if scan.case not in failed and path.exists():
+                    records.append(json.loads(path.read_text()))
+            # Through the process group, not the output folder: nodes need not share it.
+            shares = world.all_gather(
+                {
+                    "rank": world.rank,
+                    "host": socket.gethostname(),
+                    "cases": [scan.case for scan in mine],
+                    "seconds": round(time.perf_counter() - shard_start, 3),
+                    "summary": own,
+                    "records": records,
+                }
+            )
+        summary, records = RunSummary.merged(
+            self.output_dir, shares, scans, left_out, rank=world.rank
+        )
+        if summary.rank == 0:  # one writer of the shared tables
+            self._write_tables(scans, summary, records)
+        return summary
 
     def _write_table(self, summary: RunSummary, write: Callable[[], Any]) -> None:
         """Write one table; on a full disk note it and go on with the next (smaller) ones."""
@@ -312,26 +458,18 @@ class FolderRun:
                 raise
             summary.disk_full = summary.disk_full or str(err)
 
-    def _write_tables(self, scans: list[Scan], engine: Engine) -> None:
-        summary: RunSummary = engine.state.summary
-        failed = {f["case"] for f in summary.failed}
-        records = []
-        for scan in scans:  # finished earlier or now: the tables cover the whole folder
-            path = self.output_dir / f"{scan.case}.json"
-            if scan.case not in failed and path.exists():
-                records.append(json.loads(path.read_text()))
-        finished = {r["case"] for r in records} | failed
+    def _write_tables(
+        self, scans: list[Scan], summary: RunSummary, records: list[dict[str, Any]]
+    ) -> None:
+        """Write the run's tables and run.json.
+
+        Args:
+            scans: every scan of the run, in the order the tables list them.
+            summary: the whole run's counts (every rank's, merged).
+            records: the case JSONs of the finished cases (done now or earlier).
+        """
+        finished = {r["case"] for r in records} | {f["case"] for f in summary.failed}
         not_run = [scan.case for scan in scans if scan.case not in finished]
-        summary.warned = [
-            {"case": r["case"], "input": r["input"], "warning": warning}
-            for r in records
-            for warning in r.get("warnings", [])
-        ]
-        summary.flagged = [
-            {"case": r["case"], "input": r["input"], "reasons": _qc_columns(r)["qc_reasons"]}
-            for r in records
-            if _qc_columns(r)["qc"] == "warn"
-        ]
         tables = {
             "failures.csv": (FAILURE_COLUMNS, summary.failed),
             "quantification.csv": (
@@ -341,7 +479,11 @@ class FolderRun:
                     for r in records
                 ],
             ),
-            "timings.csv": (TIMING_COLUMNS, [{"case": r["case"], **r["seconds"]} for r in records]),
+            # rank: the process that made the case (0 when one process did; see run.json)
+            "timings.csv": (
+                (*TIMING_COLUMNS, "rank"),
+                [{"case": r["case"], **r["seconds"], "rank": r.get("rank", 0)} for r in records],
+            ),
             "warnings.csv": (WARNING_COLUMNS, summary.warned),
         }
         for name, (columns, rows) in tables.items():
@@ -369,6 +511,8 @@ class FolderRun:
                 verdict: sorted(r["case"] for r in records if _qc_columns(r)["qc"] == verdict)
                 for verdict in ("pass", "warn")
             },
+            "world_size": summary.world_size,
+            "ranks": summary.ranks,
             "pipeline_version": __version__,
         }
         self._write_table(summary, lambda: write_json(run, self.output_dir / "run.json"))
@@ -376,13 +520,23 @@ class FolderRun:
     def __call__(self) -> RunSummary:
         """Run, print where the results are, and exit non-zero when a scan failed.
 
-        This is what ``python -m monai.bundle run inference`` executes.
+        This is what ``python -m monai.bundle run inference`` executes. Under torchrun the
+        processes share the scans (``run(distributed=True)``); rank 0 alone prints the whole
+        run's summary and exits non-zero for it, the others return quietly.
         """
-        summary = self.run()
+        summary = self.run(distributed=True)
+        if summary.rank != 0:
+            return summary
         print(
             f"inference: {len(summary.done)} segmented, {len(summary.skipped)} already done, "
             f"{len(summary.failed)} failed -> {self.output_dir}"
         )
+        if summary.world_size > 1:
+            shares = ", ".join(
+                f"rank {r['rank']} on {r['host']}: {len(r['cases'])} scan(s), {r['seconds']:.0f} s"
+                for r in summary.ranks
+            )
+            print(f"  shared by {summary.world_size} processes: {shares}")
         if summary.redone:
             reasons = sorted({r["reason"] for r in summary.redone})
             print(f"  {len(summary.redone)} finished case(s) redone: {'; '.join(reasons)}")
