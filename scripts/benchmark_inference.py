@@ -1,12 +1,21 @@
-"""Benchmark: time per inference stage on one full-size synthetic CT (512 x 512 x ~150).
+"""Benchmark: inference per stage, network efficiency, memory and scaling, to JSON.
 
-Generates one phantom at full size (about 0.8 x 0.8 x 2 mm), segments it with the given
-checkpoint through exactly the bundle's inference pipeline, and writes the seconds of each
-stage (load, preprocess, network, invert, postprocess, quantify, save) and the network's
-share of the total to JSON. Two repeats; the first also pays one-off warm-up costs.
+Generates full-size synthetic CTs (512 x 512 x N at 0.8 x 0.8 x 2 mm, by default
+N = 150, 225 and 300) and segments each with the given checkpoint through exactly the
+bundle's inference path, each in a fresh process so that its peak resident memory is
+its own. For every scan the JSON holds the seconds per stage (load, preprocess, network,
+invert, postprocess, quantify, save), end-to-end over network-only time, the sliding
+window's redundancy, the network's achieved GFLOP/s against a matrix product's in the
+same process, and the peak RSS; over the scans, the slope and R^2 of time and memory
+against voxel count. The largest scan is the headline. Ratios within one run are what to
+read: absolute seconds drift on a shared machine.
 
-    python scripts/benchmark_inference.py --ckpt runs/demo/train/models/model.pt \
-        --overlay bundles/liver_tumor/configs/demo.yaml --out runs/benchmarks/inference.json
+    python scripts/benchmark_inference.py --ckpt runs/train/models/model.pt \\
+        --out runs/benchmarks/inference.json
+
+Overlays the model was trained with go to ``--overlay`` (e.g. demo.yaml). Any trained
+checkpoint of the network measures its speed; post-processing depends a little on how
+good its masks are, so use one trained for a few minutes at least.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,46 +32,91 @@ import torch
 
 from pipeline.bundle import config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
-from pipeline.inference.api import build_predictor
-from pipeline.inference.folder_run import FolderRun
 from pipeline.io import save_nifti, write_json
+from pipeline.workflows.inference_benchmark import measure_scan, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
+SPACING_MM = (0.8, 0.8, 2.0)
+
+
+def _config_files(overlays: list[str]) -> list[str]:
+    """common.yaml and the overlays (a bare name is looked up in the bundle's configs)."""
+    return [str(config_file("common.yaml"))] + [
+        overlay if os.sep in overlay else str(config_file(overlay)) for overlay in overlays
+    ]
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Measure one scan in this process and print the JSON (the parent reads it)."""
+    result = measure_scan(args.worker, args.ckpt, _config_files(args.overlay))
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def _measure_in_fresh_process(scan: Path, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--worker", str(scan), "--ckpt", args.ckpt]
+    if args.overlay:
+        command += ["--overlay", *args.overlay]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark of {scan} failed:\n{done.stderr[-3000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--overlay", nargs="*", default=[])
-    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 150))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ckpt", required=True, help="trained model.pt of the network")
+    parser.add_argument("--overlay", nargs="*", default=[], help="configs after common.yaml")
+    parser.add_argument(
+        "--slices", type=int, nargs="+", default=[150, 225, 300], help="N of 512 x 512 x N"
+    )
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "inference.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    phantom = generate_phantom(11, PhantomConfig(shape=tuple(args.shape), spacing=(0.8, 0.8, 2.0)))
-    predictor = build_predictor(args.ckpt, [config_file("common.yaml"), *args.overlay])
+    if args.worker:
+        return _worker(args)
+
     runs = []
     with tempfile.TemporaryDirectory() as folder:
-        scan = save_nifti(phantom.image, phantom.affine, Path(folder) / "in" / "full.nii.gz")
-        for repeat in range(args.repeats):
-            out = Path(folder) / f"out{repeat}"
-            FolderRun(predictor, scan, out, checkpoint=args.ckpt, progress=False).run()
-            record = json.loads((out / "full.json").read_text())
-            runs.append(record["seconds"])
-    last = runs[-1]
+        for slices in sorted(args.slices):
+            phantom = generate_phantom(
+                11, PhantomConfig(shape=(512, 512, slices), spacing=SPACING_MM)
+            )
+            scan = save_nifti(phantom.image, phantom.affine, Path(folder) / f"full_{slices}.nii.gz")
+            del phantom
+            runs.append(_measure_in_fresh_process(scan, args))
+            print(f"512 x 512 x {slices}: {json.dumps(runs[-1]['seconds'])}", flush=True)
+    largest = runs[-1]
     result = {
-        "shape": list(args.shape),
-        "spacing_mm": [0.8, 0.8, 2.0],
+        "spacing_mm": list(SPACING_MM),
         "checkpoint": args.ckpt,
         "overlay": args.overlay,
-        "device": str(predictor.device),
         "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "seconds_per_run": runs,
-        "network_share_of_total": round(last["network"] / last["total"], 3),
+        "torch": torch.__version__,
+        "headline": {
+            "shape": largest["shape"],
+            "seconds": largest["seconds"],
+            "end_to_end_over_network": largest["end_to_end_over_network"],
+            "invert_seconds": largest["seconds"]["invert"],
+            "peak_rss_mb": largest["peak_rss_mb"],
+            "network_over_matmul_gflops": largest["network_over_matmul_gflops"],
+            "sliding_window_redundancy": largest["sliding_window_redundancy"],
+        },
+        "scaling": summarise(runs),
+        "runs": runs,
     }
     write_json(result, args.out)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result["headline"], indent=2))
+    print(f"written: {args.out}  (stage shares: {_shares(largest['seconds'])})")
     return 0
+
+
+def _shares(seconds: dict[str, float]) -> str:
+    total = seconds["total"]
+    stages = {k: v for k, v in seconds.items() if k != "total" and v}
+    ranked = sorted(stages.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in ranked)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ the notebook entry point (``pipeline.predict``) share exactly the same path.
 
 Order matters for speed and for exactness: the network's output is turned into a label
 map (argmax) on the network's grid first, and only that uint8 map is brought back to the
-scan's grid by ``Invertd`` with nearest-neighbour interpolation. Resampling float
-probabilities of three classes at 512 x 512 x N costs more than the network on a CPU.
+scan's grid, by nearest neighbour: a per-axis index map (``inversion.py``) when the
+pre-processing is axis-aligned (it is for this bundle's configs), MONAI's ``Invertd``
+otherwise. Resampling float probabilities of three classes at 512 x 512 x N costs more
+than the network on a CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from monai.transforms import Compose, Invertd
 
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
+from pipeline.inference.inversion import invert_labels
 from pipeline.inference.quality import FAIL, WARN, QualityControl, QualityReport
 from pipeline.inference.scans import (
     InvalidScanError,
@@ -290,9 +293,7 @@ class ScanPredictor:
             # The confidence rules act where the probabilities are: the network's grid.
             labels = lesion_filter(labels, probabilities)
             data = dict(output.data)
-            data["pred"] = MetaTensor(labels, meta=dict(data["image"].meta))
-            data = self._invert(data)
-            inverted = data["pred"]
+            inverted = self._invert_labels(labels, data, output)
             prob_out = None
             if self.keep_probabilities:
                 data["prob"] = MetaTensor(probabilities, meta=dict(data["image"].meta))
@@ -309,6 +310,25 @@ class ScanPredictor:
         quality = copy.deepcopy(output.data.get(self.QC_KEY)) or QualityReport()
         self.quality.check_mask(result, output.original_affine, quality)
         return Prediction(result, output.original_affine, prob_out, seconds, quality=quality)
+
+    def _invert_labels(
+        self, labels: torch.Tensor, data: dict[str, Any], output: NetworkOutput
+    ) -> MetaTensor:
+        """The label map on the scan's grid, as a (1, X, Y, Z) MetaTensor with its affine.
+
+        A per-axis index map (``inversion.py``: 0.03 s and no sampling grid for a 512 x
+        512 x 300 scan, against 11 s and 1 GB for ``Invertd``) whenever the
+        pre-processing allows one; ``Invertd`` otherwise.
+        """
+        image = data["image"]
+        fast = invert_labels(labels, image, output.original_affine, output.original_shape)
+        if fast is not None:
+            return MetaTensor(
+                torch.from_numpy(fast)[None], affine=torch.as_tensor(output.original_affine)
+            )
+        data = dict(data)
+        data["pred"] = MetaTensor(labels, meta=dict(image.meta))
+        return self._invert(data)["pred"]
 
     @torch.no_grad()
     def _run_network(self, image: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,27 @@ def axial_feret_diameter_mm(mask: ArrayLike, affine: ArrayLike) -> float:
     return best
 
 
+def _labelled_box(
+    volume: NDArray[Any], affine: NDArray[np.float64]
+) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    """The bounding box of the non-zero labels and its affine (the same world positions).
+
+    Every measure below is the same on the box as on the whole scan, and a liver fills a
+    small part of a 512 x 512 x N scan: counting and labelling only the box is several
+    times faster.
+    """
+    box = []
+    for axis in range(3):
+        occupied = np.flatnonzero(volume.any(axis=tuple(a for a in range(3) if a != axis)))
+        if occupied.size == 0:  # nothing labelled: one background voxel measures the same
+            return volume[:1, :1, :1], affine
+        box.append((int(occupied[0]), int(occupied[-1]) + 1))
+    shifted = affine.copy()
+    origin = np.array([lo for lo, _ in box], dtype=np.float64)
+    shifted[:3, 3] = affine[:3, :3] @ origin + affine[:3, 3]
+    return volume[tuple(slice(lo, hi) for lo, hi in box)], shifted
+
+
 def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
     """Measure liver and tumours in a label map.
 
@@ -170,8 +191,7 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
           ``largest_axial_diameter_mm`` (see :func:`axial_feret_diameter_mm`) and
           ``centroid_mm`` (``[x, y, z]`` world RAS mm, mean of the voxel centres).
     """
-    volume = _as_label_volume(labels)
-    matrix = _as_affine(affine)
+    volume, matrix = _labelled_box(_as_label_volume(labels), _as_affine(affine))
     voxel_mm3 = float(abs(np.linalg.det(matrix[:3, :3])))
 
     tumour_mask = volume == TUMOUR

@@ -35,9 +35,10 @@ below fix those, each switchable through :class:`PostprocessConfig`, in this ord
    tissue is liver in any case, and zeroing them would punch holes into the liver and
    change its volume.
 
-Speed: a CT is 512x512xN, but the liver fills a small box of it. After the connected
-component step all work happens in the liver's bounding box, padded by the
-morphology radius so that closing near the box (or the image border) is exact.
+Speed: a CT is 512x512xN, but the liver fills a small box of it. All work, the
+connected components included, happens in the bounding box of the liver and tumour
+voxels, padded by the morphology radius so that closing near the box (or the image
+border) is exact.
 
 :func:`postprocess_labels` works on a 3D numpy array; :class:`PostprocessLabels` and
 :class:`PostprocessLabelsd` wrap it as MONAI array / dictionary transforms for a
@@ -213,16 +214,19 @@ def postprocess_labels(
     liver = labels >= LIVER
     if not liver.any():
         return labels.copy()
-    if config.keep_largest_liver:
-        liver = _largest_component(liver)
 
-    # Crop to the liver box, padded by the largest morphology radius in voxels (+1 so
-    # that the padded crop always has background all around the liver).
+    # Crop to the box of every liver and tumour voxel, padded by the largest morphology
+    # radius in voxels (+1 so that the padded crop always has background all around the
+    # liver). Everything happens in it, the connected components too: they are the same
+    # as on the whole scan, since nothing lies outside, at a fraction of the cost.
     radius_mm = max(config.liver_opening_mm, config.liver_closing_mm)
     margin = 1 + max(int(np.floor(radius_mm / s + 1e-9)) for s in voxel_spacing)
     image_box, crop_box, crop_shape = _padded_box(liver, margin)
     mask = np.zeros(crop_shape, dtype=bool)
     mask[crop_box] = liver[image_box]
+    del liver
+    if config.keep_largest_liver:
+        mask = _largest_component(mask)
 
     if config.liver_opening_mm > 0:
         structure = ball_structure(voxel_spacing, config.liver_opening_mm)

@@ -297,3 +297,27 @@ def test_invalid_inputs_are_rejected() -> None:
         quantify(np.zeros((4, 4, 4), np.uint8), np.diag([1.0, 0.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="3D"):
         quantify(np.zeros((4, 4), np.uint8), np.eye(4))
+
+
+def test_a_liver_in_a_large_scan_measures_as_in_its_own_box():
+    # quantify crops to the labelled box first: the numbers, centroids in world mm
+    # included, must not depend on how much empty scan surrounds the liver.
+    tight = np.zeros((30, 24, 12), dtype=np.uint8)
+    tight[2:28, 3:22, 1:11] = 1
+    tight[5:9, 6:10, 3:6] = 2
+    tight[20:26, 12:20, 5:10] = 2
+    spacing = np.diag([-0.8, -0.8, 2.0, 1.0])  # LPS-like
+    spacing[:3, 3] = [100.0, 80.0, -40.0]
+    large = np.zeros((90, 70, 40), dtype=np.uint8)
+    large[40:70, 25:49, 17:29] = tight
+    tight_affine = spacing.copy()
+    tight_affine[:3, 3] = spacing[:3, :3] @ np.array([40.0, 25.0, 17.0]) + spacing[:3, 3]
+    in_large, in_tight = quantify(large, spacing), quantify(tight, tight_affine)
+    assert in_large["n_tumours"] == 2
+    assert in_large["liver_volume_ml"] == pytest.approx(26 * 19 * 10 * 0.8 * 0.8 * 2.0 / 1000)
+    for large_tumour, tight_tumour in zip(
+        in_large.pop("tumours"), in_tight.pop("tumours"), strict=True
+    ):
+        assert large_tumour.pop("centroid_mm") == pytest.approx(tight_tumour.pop("centroid_mm"))
+        assert large_tumour == tight_tumour
+    assert in_large == in_tight

@@ -1,0 +1,156 @@
+"""Labels from the network's grid back onto the scan's grid, by a per-axis index map.
+
+MONAI's ``Invertd`` undoes the pre-processing transform by transform: it pads the crop
+back, then resamples with a dense sampling grid (three float32 coordinates per output
+voxel: about 1 GB for a 512 x 512 x 300 scan) and reorients. For the pre-processing this
+project uses (reorientation, resampling to a voxel size, crops and pads) the whole chain
+is an axis-aligned map in voxel indices: each axis of the scan maps onto one axis of the
+network's grid, by a scale and an offset. Nearest-neighbour inversion is then three 1-D
+index lists and three ``take`` calls, exact and in a small fraction of the time and
+memory. Written by hand because neither MONAI nor nibabel resamples that way.
+
+The map is read from the transforms the image records (``applied_operations``) and from
+its affines. Whatever else the pre-processing did (a rotation, an oblique resampling, a
+transform this module does not know) returns None, and the caller falls back on
+``Invertd``.
+
+Exactness: a voxel of the scan takes the label of the network voxel whose centre is
+nearest, as ``Invertd`` does, with ``Spacingd``'s "border" padding (a scan voxel past the
+resampled grid's last centre takes the edge value) and background outside a crop. At an
+exact tie (a scan voxel centre half-way between two network voxels, e.g. 2.5 mm slices
+resampled to 2 mm) this takes the upper neighbour; ``Invertd``'s float32 sampling grid
+takes either, depending on rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+_REORIENT = "Orientation"
+_RESAMPLE = "SpatialResample"
+# Transforms that only cut or pad the grid (a shift of indices).
+_CROPS = frozenset({"CropForeground", "SpatialCrop", "CenterSpatialCrop"})
+_PADS = frozenset({"SpatialPad", "BorderPad", "DivisiblePad", "Pad"})
+_RELATIVE_TOLERANCE = 1e-6
+
+
+def _index_shift(operation: dict[str, Any]) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """How a crop or pad moves indices (new = old + shift), and its grid size before.
+
+    Returns None for an operation this module does not handle.
+    """
+    name = operation["class"]
+    extra = operation.get("extra_info", {})
+    size_before = tuple(int(s) for s in operation["orig_size"])
+    if name in _CROPS:
+        shift = -np.asarray(extra["cropped"][0::2], dtype=np.int64)
+        pad = extra.get("pad_info")  # CropForeground pads when allow_smaller is off
+        if pad is not None:
+            shift = shift + np.asarray([lo for lo, _ in pad["extra_info"]["padded"][1:]])
+        return shift, size_before
+    if name in _PADS:
+        padded = extra["padded"]
+        return np.asarray([lo for lo, _ in padded[1:]], dtype=np.int64), size_before
+    return None
+
+
+def axis_index_maps(
+    image: Any, original_affine: np.ndarray, original_shape: Sequence[int]
+) -> tuple[list[int], list[np.ndarray]] | None:
+    """The per-axis nearest-neighbour map from the scan's grid to the network's grid.
+
+    Args:
+        image: the pre-processed image, a MetaTensor (C, X', Y', Z') whose
+            ``applied_operations`` and ``affine`` describe the pre-processing.
+        original_affine: the scan's voxel-to-world affine as loaded.
+        original_shape: the scan's spatial shape as loaded.
+
+    Returns:
+        ``(axes, indices)``: scan axis ``i`` maps onto network axis ``axes[i]``, its voxel
+        ``v`` onto network index ``indices[i][v]``, -1 where it lies outside the network's
+        grid (background). None when the pre-processing is not such a map.
+    """
+    operations = list(getattr(image, "applied_operations", []))
+    names = [op["class"] for op in operations]
+    if any(name not in {_REORIENT, _RESAMPLE} | _CROPS | _PADS for name in names):
+        return None
+    if names.count(_RESAMPLE) > 1:
+        return None
+    # Reorientation and resampling first, then only crops and pads (index shifts).
+    first_shift = next((k for k, n in enumerate(names) if n in _CROPS | _PADS), len(names))
+    if any(n in {_REORIENT, _RESAMPLE} for n in names[first_shift:]):
+        return None
+    shift = np.zeros(3, dtype=np.int64)
+    for operation in operations[first_shift:]:
+        moved = _index_shift(operation)
+        if moved is None:
+            return None
+        shift += moved[0]
+    network_shape = tuple(int(s) for s in image.shape[1:])
+    resampled_shape = (
+        tuple(int(s) for s in operations[first_shift]["orig_size"])
+        if first_shift < len(operations)
+        else network_shape
+    )
+    padding_mode = "border"
+    if _RESAMPLE in names:
+        padding_mode = str(operations[names.index(_RESAMPLE)]["extra_info"].get("padding_mode"))
+        if padding_mode not in {"border", "zeros"}:
+            return None
+    # Voxel of the resampled (uncropped) grid = network voxel - shift.
+    network_affine = np.asarray(image.affine, dtype=np.float64)
+    to_shift = np.eye(4)
+    to_shift[:3, 3] = shift
+    resampled_affine = network_affine @ to_shift
+    scan_to_resampled = np.linalg.inv(resampled_affine) @ np.asarray(original_affine, np.float64)
+    linear = scan_to_resampled[:3, :3]
+    axes = [int(np.argmax(np.abs(linear[:, i]))) for i in range(3)]
+    if sorted(axes) != [0, 1, 2]:
+        return None
+    off_axis = np.abs(linear).copy()
+    off_axis[axes, range(3)] = 0.0
+    if off_axis.max() > _RELATIVE_TOLERANCE * np.abs(linear).max():
+        return None  # a rotation between the grids: not axis-aligned
+    indices = []
+    for axis, target in enumerate(axes):
+        position = linear[target, axis] * np.arange(original_shape[axis])
+        position = position + scan_to_resampled[target, 3]
+        nearest = np.floor(position + 0.5).astype(np.int64)
+        size = resampled_shape[target]
+        if padding_mode == "border":
+            nearest = np.clip(nearest, 0, size - 1)
+        outside = (nearest < 0) | (nearest >= size)
+        nearest = nearest + shift[target]
+        outside |= (nearest < 0) | (nearest >= network_shape[target])
+        indices.append(np.where(outside, -1, nearest))
+    return axes, indices
+
+
+def invert_labels(
+    labels: torch.Tensor | np.ndarray,
+    image: Any,
+    original_affine: np.ndarray,
+    original_shape: Sequence[int],
+) -> np.ndarray | None:
+    """Labels (1, X', Y', Z') on the network's grid, as uint8 (X, Y, Z) on the scan's grid.
+
+    Returns None when the pre-processing is not an axis-aligned index map (see
+    :func:`axis_index_maps`); use ``Invertd`` then.
+    """
+    maps = axis_index_maps(image, original_affine, original_shape)
+    if maps is None:
+        return None
+    axes, indices = maps
+    array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)[0]
+    # One background voxel past the end of every axis: index -1 reads it.
+    padded = np.pad(array.astype(np.uint8, copy=False), [(0, 1)] * 3)
+    moved = np.transpose(padded, axes)  # scan axis order
+    # Gather the axis that grows least first: the intermediate arrays stay small.
+    growth = [len(indices[a]) / moved.shape[a] for a in range(3)]
+    for axis in np.argsort(growth):
+        moved = np.take(moved, indices[axis], axis=int(axis))
+    return np.ascontiguousarray(moved)

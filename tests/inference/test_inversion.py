@@ -1,0 +1,109 @@
+"""The per-axis index map puts labels back where MONAI's Invertd does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd, Rotated
+
+from pipeline.bundle import bundle_root_of, config_file
+from pipeline.inference.inversion import axis_index_maps, invert_labels
+from pipeline.io import save_nifti
+
+
+def _bundle_transforms() -> tuple[Compose, list]:
+    files = [str(config_file("common.yaml"))]
+    parser = ConfigParser()
+    parser.read_config(files)
+    parser.update({"bundle_root": bundle_root_of(files)})
+    return (
+        Compose(parser.get_parsed_content("load_transforms")),
+        list(parser.get_parsed_content("preprocess_transforms")),
+    )
+
+
+def _scan(tmp_path, shape, spacing, axcodes_flip) -> str:
+    """A body (0 HU) in air (-1000 HU), off-centre so the foreground crop cuts the grid."""
+    image = np.full(shape, -1000, dtype=np.int16)
+    x, y, z = shape
+    image[x // 5 : x - x // 8, y // 6 : y - 2, :] = 40
+    affine = np.diag([*spacing, 1.0])
+    for axis in axcodes_flip:  # LPS-like storage: flipped axes, origin at the far side
+        affine[axis, axis] *= -1
+        affine[axis, 3] = spacing[axis] * (shape[axis] - 1)
+    return str(save_nifti(image, affine, tmp_path / "scan.nii.gz"))
+
+
+def _both(tmp_path, shape, spacing, flips, preprocess_extra=()):
+    load, preprocess = _bundle_transforms()
+    pipeline = Compose([*preprocess, *preprocess_extra])
+    data = load({"image": _scan(tmp_path, shape, spacing, flips)})
+    original_affine = np.asarray(data["image"].affine, dtype=np.float64)
+    original_shape = tuple(data["image"].shape[1:])
+    data = pipeline(data)
+    image = data["image"]
+    labels = torch.as_tensor(
+        np.random.default_rng(0).integers(0, 3, size=image.shape[1:]), dtype=torch.uint8
+    )[None]
+    data["pred"] = MetaTensor(labels, meta=dict(image.meta))
+    inverter = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=True)
+    reference = np.asarray(inverter(data)["pred"][0]).round().astype(np.uint8)
+    fast = invert_labels(labels, image, original_affine, original_shape)
+    return fast, reference, image, original_affine, original_shape
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "flips"),
+    [
+        ((120, 110, 30), (0.8, 0.8, 2.0), (0, 1)),  # LPS, in-plane down-sampling
+        ((90, 100, 28), (1.2, 1.1, 2.2), (0,)),  # LAS, odd ratios
+        ((60, 70, 50), (1.7, 1.9, 1.3), ()),  # RAS, up-sampling in plane
+    ],
+)
+def test_index_map_equals_invertd_voxel_for_voxel(tmp_path, shape, spacing, flips):
+    fast, reference, image, *_ = _both(tmp_path, shape, spacing, flips)
+    crop = next(op for op in image.applied_operations if op["class"] == "CropForeground")
+    assert any(crop["extra_info"]["cropped"])  # the crop really moved the grid
+    assert fast is not None and fast.dtype == np.uint8
+    assert fast.shape == reference.shape == shape
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_ties_differ_only_where_two_network_voxels_are_equally_near(tmp_path):
+    # 2.5 mm slices resampled to 2 mm: slice k lies at network index 1.25 k, a tie for
+    # k = 2, 6, 10, ... Elsewhere the two inversions must agree exactly.
+    shape = (60, 64, 40)
+    fast, reference, *_ = _both(tmp_path, shape, (1.5, 1.5, 2.5), ())
+    differing = set(np.flatnonzero((fast != reference).any(axis=(0, 1))).tolist())
+    ties = {k for k in range(shape[2]) if (1.25 * k) % 1 == 0.5}
+    assert differing <= ties
+    assert (fast == reference)[..., sorted(set(range(shape[2])) - ties)].all()
+
+
+def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path):
+    # Up-sampled x (1.7 mm to 1.5 mm): scan voxel v lies at 1.7 v / 1.5 on the network's
+    # grid, shifted by the foreground crop; check the map against that formula.
+    _, _, image, affine, shape = _both(tmp_path, (60, 70, 50), (1.7, 1.9, 1.3), ())
+    axes, indices = axis_index_maps(image, affine, shape)
+    assert axes == [0, 1, 2]
+    crop_low = next(
+        op["extra_info"]["cropped"][0]
+        for op in image.applied_operations
+        if op["class"] == "CropForeground"
+    )
+    expected = np.floor(np.arange(60) * 1.7 / 1.5 + 0.5).astype(int) - crop_low
+    expected[(expected < 0) | (expected >= image.shape[1])] = -1
+    np.testing.assert_array_equal(indices[0], expected)
+
+
+def test_a_rotation_in_the_preprocessing_is_left_to_invertd(tmp_path):
+    rotation = Rotated(keys="image", angle=(0.0, 0.0, 0.3), keep_size=True)
+    fast, reference, image, affine, shape = _both(
+        tmp_path, (60, 64, 30), (1.5, 1.5, 2.0), (), preprocess_extra=[rotation]
+    )
+    assert fast is None
+    assert axis_index_maps(image, affine, shape) is None
+    assert reference.shape == (60, 64, 30)
