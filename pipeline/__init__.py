@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+from pipeline.gzip_backend import install as install_fast_gzip
 from pipeline.labels import BACKGROUND, LIVER, TUMOUR
 
 __version__ = "0.1.0"
@@ -18,6 +19,10 @@ __version__ = "0.1.0"
 # no user can act on; only these two messages are silenced.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
+
+# NIfTI's gzip through ISA-L (about 2x faster to read, 10x to write a mask): nibabel's
+# documented extension point, set once for every reader and writer (gzip_backend.py).
+install_fast_gzip()
 
 __all__ = ["BACKGROUND", "LIVER", "TUMOUR", "__version__", "predict"]
 

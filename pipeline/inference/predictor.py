@@ -120,9 +120,25 @@ class PendingScan:
         if self._output is None:
             return "no network output"
         probabilities = self._output.probabilities
-        labels = torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8)
+        labels = class_labels(probabilities)
         filtered = lesion_filter(labels, probabilities)
         return hashlib.sha1(filtered.numpy().tobytes()).hexdigest()
+
+
+def class_labels(probabilities: torch.Tensor) -> torch.Tensor:
+    """The most probable class of every voxel: ``argmax`` over dim 0, as (1, X, Y, Z) uint8.
+
+    Equal to ``torch.argmax(probabilities, 0, keepdim=True)``, ties to the lower class
+    included (only a strictly larger score wins), but one pass of element-wise
+    comparisons per class: torch's argmax over the leading dimension reads the volume
+    with a stride and took 1.8 s for (3, 273, 273, 300) on 2 cores, this 0.2 s.
+    """
+    best = probabilities[0].clone()
+    labels = torch.zeros(probabilities.shape[1:], dtype=torch.uint8)
+    for label in range(1, probabilities.shape[0]):
+        labels.masked_fill_(probabilities[label] > best, label)
+        torch.maximum(best, probabilities[label], out=best)
+    return labels[None]
 
 
 @contextmanager
@@ -289,7 +305,7 @@ class ScanPredictor:
         lesion_filter = self.lesion_filter if lesion_filter is None else lesion_filter
         probabilities = output.probabilities
         with timed(seconds, "invert"):
-            labels = torch.argmax(probabilities, dim=0, keepdim=True).to(torch.uint8)
+            labels = class_labels(probabilities)
             # The confidence rules act where the probabilities are: the network's grid.
             labels = lesion_filter(labels, probabilities)
             data = dict(output.data)

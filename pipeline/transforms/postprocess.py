@@ -156,6 +156,23 @@ def _largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(components == int(np.argmax(sizes)))
 
 
+def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``mask`` with its holes filled: exactly ``ndimage.binary_fill_holes(mask)``.
+
+    A hole is background not 6-connected to the array's border. scipy finds them by
+    dilating the outside inwards until nothing changes, one voxel layer per pass (1.8 s
+    on a liver box of a 512 x 512 x 300 scan); labelling the background once and
+    keeping the components that touch the border is the same set in one pass.
+    """
+    background, _ = ndimage.label(~mask)  # scipy's default structure: 6-connectivity
+    on_border = np.zeros(int(background.max()) + 1, dtype=bool)
+    for axis in range(mask.ndim):
+        for index in (0, -1):
+            on_border[np.take(background, index, axis=axis)] = True
+    on_border[0] = True  # label 0 is the mask itself
+    return mask | ~on_border[background]
+
+
 def _padded_box(
     mask: NDArray[np.bool_], margin: int
 ) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]]:
@@ -240,7 +257,7 @@ def postprocess_labels(
         # The holes of the liver mask (label >= 1) become liver. MONAI's FillHoles fills
         # per label value instead: with applied_labels [1] a tumour inside the liver is a
         # hole of label 1, and would be overwritten by liver.
-        mask = ndimage.binary_fill_holes(mask)
+        mask = _fill_holes(mask)
         if config.fill_holes_axial:
             # A structure with no links across the axial axis makes scipy's fill work
             # on each axial slice independently, in a single vectorised call.

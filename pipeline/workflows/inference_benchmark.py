@@ -156,6 +156,8 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Scaling of time and memory with voxel count over several scans' measurements."""
     voxels = [r["voxels"] / 1e6 for r in runs]
+    if len(set(voxels)) < 2:
+        return {"megavoxels": voxels}  # no line through one point
     fits = {
         "total_seconds_per_megavoxel": linear_fit(voxels, [r["seconds"]["total"] for r in runs]),
         "network_seconds_per_megavoxel": linear_fit(
@@ -166,4 +168,4 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ),
         "peak_rss_mb_per_megavoxel": linear_fit(voxels, [r["peak_rss_mb"] for r in runs]),
     }
-    return {"megavoxels": voxels, "fits": fits} if len(runs) >= 2 else {"megavoxels": voxels}
+    return {"megavoxels": voxels, "fits": fits}
