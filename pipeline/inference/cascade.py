@@ -35,6 +35,7 @@ import torch
 from monai.data import MetaTensor
 
 from pipeline.inference.predictor import PendingScan, Prediction, ScanPredictor, timed
+from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.scans import Scan
 from pipeline.labels import LIVER
 from pipeline.transforms.lesion_filter import LesionFilter
@@ -133,15 +134,23 @@ class CascadePredictor:
         changed.refiner = self.refiner.with_postprocessing(postprocessing)
         return changed
 
-    def predict(self, scan: Scan) -> Prediction:
-        """Segment ``scan`` in two stages; the result lies on the scan's grid."""
-        return self.begin(scan).finish()
+    def load(self, scan: Scan) -> dict[str, Any]:
+        """Read and check one scan (once, for both stages)."""
+        return self.refiner.load(scan)
 
-    def begin(self, scan: Scan) -> PendingScan:
+    def predict(self, scan: Scan, loaded: LoadedScan | None = None) -> Prediction:
+        """Segment ``scan`` in two stages; the result lies on the scan's grid.
+
+        Args:
+            scan: the scan.
+            loaded: the scan already read by :meth:`load` (a folder run reads ahead).
+        """
+        return self.begin(scan, loaded).finish()
+
+    def begin(self, scan: Scan, loaded: LoadedScan | None = None) -> PendingScan:
         """Both stages' networks on ``scan``; labels come from ``.finish(...)``."""
-        seconds: dict[str, float] = {}
-        with timed(seconds, "load"):
-            data = self.refiner.load(scan)
+        loaded = loaded or read_scan(self.load, scan)
+        data, seconds = loaded.data, {"load": loaded.seconds}
         image = data["image"]
         affine = np.asarray(image.affine, dtype=np.float64)
         with timed(seconds, "locate"):

@@ -65,6 +65,7 @@ from tqdm.auto import tqdm
 from pipeline import __version__
 from pipeline.inference.outputs import OUTPUT_FORMATS, output_paths, save_masks
 from pipeline.inference.predictor import STAGES, ScanPredictor
+from pipeline.inference.prefetch import ScanPrefetcher
 from pipeline.inference.quantify import QUANTIFICATION_COLUMNS, quantification_row, quantify
 from pipeline.inference.scans import (
     InvalidScanError,
@@ -79,7 +80,9 @@ from pipeline.io import atomic_path, checkpoint_identity, json_safe, save_nifti,
 logger = logging.getLogger(__name__)
 
 # "locate": the whole first stage of a cascade (empty for a single-stage model).
-TIMING_COLUMNS = ("case", "locate", *STAGES, "quantify", "save", "total")
+# "load_wait": how long the run waited for the scan's read (the read itself, "load", runs
+# in the background while the previous scan is segmented; see prefetch.py).
+TIMING_COLUMNS = ("case", "locate", *STAGES, "load_wait", "quantify", "save", "total")
 FAILURE_COLUMNS = ("case", "input", "error")
 WARNING_COLUMNS = ("case", "input", "warning")
 QC_COLUMNS = ("qc", "qc_reasons")
@@ -208,6 +211,8 @@ class FolderRun:
         save_probabilities: also write ``<case>_prob.nii.gz`` (X, Y, Z, 3 float32).
         progress: show a progress bar.
         output_format: ``nifti``, ``dicom_seg``, ``both`` or ``native`` (module docstring).
+        prefetch: read the next scan in a background thread while the current one is
+            segmented (``prefetch.py``); only for predictors with a ``load`` method.
     """
 
     def __init__(
@@ -221,6 +226,7 @@ class FolderRun:
         save_probabilities: bool = False,
         progress: bool = True,
         output_format: str = "nifti",
+        prefetch: bool = True,
     ) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(
@@ -247,6 +253,9 @@ class FolderRun:
         self.progress = progress
         self.output_format = output_format
         self._checkpoint_sha256: str | None = None
+        self.prefetch = bool(prefetch) and callable(getattr(predictor, "load", None))
+        self._reader: ScanPrefetcher | None = None
+        self._rank = (0, 1)  # (rank, world size) of this process in the run
 
     # ---- one scan -------------------------------------------------------------------------
     def _finished(self, scan: Scan) -> bool:
@@ -276,7 +285,13 @@ class FolderRun:
     def _segment(self, scan: Scan) -> dict[str, Any]:
         start = time.perf_counter()
         outputs = output_paths(self.output_dir, scan, self.output_format)  # fails early
-        prediction = self.predictor.predict(scan)
+        if self._reader is not None:
+            loaded = self._reader.get(scan)
+            waited = time.perf_counter() - start
+            prediction = self.predictor.predict(scan, loaded)
+            prediction.seconds["load_wait"] = waited
+        else:
+            prediction = self.predictor.predict(scan)
         seconds = prediction.seconds
         quantify_start = time.perf_counter()
         quantification = quantify(prediction.labels, prediction.affine)
@@ -307,6 +322,8 @@ class FolderRun:
             "settings": self.settings,
             "warnings": list(prediction.warnings),
             "qc": prediction.quality.to_dict(),
+            "rank": self._rank[0],
+            "world_size": self._rank[1],
             "pipeline_version": __version__,
         }
         # The JSON goes last: its presence marks the case as finished.
@@ -332,15 +349,27 @@ class FolderRun:
                 continue
         return removed
 
+    def _work_needed(self, scan: Scan) -> str | None:
+        """Why ``scan`` is to be segmented, or None when it is done already.
+
+        "new", "overwrite", or why a finished result is stale; None when a finished result
+        of this checkpoint and these settings exists.
+        """
+        if self.overwrite:
+            return "overwrite"
+        if not self._finished(scan):
+            return "new"
+        # A mask of another model or other settings must not pass for this run's.
+        return self._stale(scan)
+
     def _process(self, engine: Engine, scan: Scan) -> dict[str, Any]:
         state = engine.state
-        if not self.overwrite and self._finished(scan):
-            stale = self._stale(scan)
-            if stale is None:
-                state.summary.skipped.append(scan.case)
-                return {"case": scan.case, "status": "skipped"}
-            # A mask of another model or other settings must not pass for this run's.
-            state.summary.redone.append({"case": scan.case, "reason": stale})
+        reason = self._work_needed(scan)
+        if reason is None:
+            state.summary.skipped.append(scan.case)
+            return {"case": scan.case, "status": "skipped"}
+        if reason not in ("new", "overwrite"):
+            state.summary.redone.append({"case": scan.case, "reason": reason})
         try:
             record = self._segment(scan)
         except OSError as err:
@@ -398,21 +427,11 @@ class FolderRun:
             engine = Engine(self._process)
             engine.state.summary = RunSummary(self.output_dir, stale_removed=stale)
 
-            def record_rank(engine: Engine) -> None:
-                # Added to the finished case JSON, so that the one-scan code is the same
-                # for one process and for many; a JSON left without it is still valid.
-                if engine.state.output["status"] != "done":
-                    return
-                path = self.output_dir / f"{engine.state.output['case']}.json"
-                try:
-                    record = json.loads(path.read_text())
-                    record.update(rank=world.rank, world_size=world.world_size)
-                    write_json(record, path)
-                except OSError as err:
-                    logger.warning("%s: the rank could not be added (%s)", path, err)
-
-            if world.distributed:
-                engine.add_event_handler(Events.ITERATION_COMPLETED, record_rank)
+            self._rank = (world.rank, world.world_size)
+            if self.prefetch and mine:
+                self._reader = ScanPrefetcher(
+                    self.predictor.load, mine, lambda scan: self._work_needed(scan) is not None
+                )
             if self.progress and mine:
                 bar = tqdm(
                     total=len(mine),
@@ -422,8 +441,13 @@ class FolderRun:
                 )
                 engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
                 engine.add_event_handler(Events.COMPLETED, lambda _: bar.close())
-            if mine:  # more ranks than scans leaves some with none
-                engine.run(mine, max_epochs=1, epoch_length=len(mine))
+            try:
+                if mine:  # more ranks than scans leaves some with none
+                    engine.run(mine, max_epochs=1, epoch_length=len(mine))
+            finally:
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
             own: RunSummary = engine.state.summary
             failed = {f["case"] for f in own.failed}
             records = []

@@ -32,6 +32,7 @@ from monai.transforms import Compose, Invertd
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
 from pipeline.inference.inversion import invert_labels
+from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.quality import FAIL, WARN, QualityControl, QualityReport
 from pipeline.inference.scans import (
     InvalidScanError,
@@ -242,18 +243,22 @@ class ScanPredictor:
         data[self.QC_KEY] = report
         return data
 
-    def predict(self, scan: Scan) -> Prediction:
-        """Segment ``scan``; the result lies on the scan's grid, voxel for voxel."""
-        return self.begin(scan).finish()
+    def predict(self, scan: Scan, loaded: LoadedScan | None = None) -> Prediction:
+        """Segment ``scan``; the result lies on the scan's grid, voxel for voxel.
 
-    def begin(self, scan: Scan) -> PendingScan:
+        Args:
+            scan: the scan.
+            loaded: the scan already read by :meth:`load` (a folder run reads ahead).
+        """
+        return self.begin(scan, loaded).finish()
+
+    def begin(self, scan: Scan, loaded: LoadedScan | None = None) -> PendingScan:
         """Load and run the network on ``scan``; labels come from ``.finish(...)``.
 
         Tuning finishes one network pass with several lesion filters.
         """
-        seconds: dict[str, float] = {}
-        with timed(seconds, "load"):
-            data = self.load(scan)
+        loaded = loaded or read_scan(self.load, scan)
+        data, seconds = loaded.data, {"load": loaded.seconds}
         output = self.forward(data, seconds)
         return PendingScan(
             lambda lesion_filter: self.finish(output, scan, dict(seconds), lesion_filter), output
