@@ -3,12 +3,13 @@
 Generates full-size synthetic CTs (512 x 512 x N at 0.8 x 0.8 x 2 mm, by default
 N = 150, 225 and 300) and segments each with the given checkpoint through exactly the
 bundle's inference path, each in a fresh process so that its peak resident memory is
-its own. For every scan the JSON holds the seconds per stage (load, preprocess, network,
-invert, postprocess, quantify, save), end-to-end over network-only time, the sliding
-window's redundancy, the network's achieved GFLOP/s against a matrix product's in the
-same process, and the peak RSS; over the scans, the slope and R^2 of time and memory
-against voxel count. The largest scan is the headline. Ratios within one run are what to
-read: absolute seconds drift on a shared machine.
+its own. Then the same scans as one folder run, reading the next scan while the network
+runs (``prefetch``) and not. For every scan the JSON holds the seconds per stage (load,
+preprocess, network, invert, postprocess, quantify, save), end-to-end over network-only
+time, the sliding window's redundancy, the network's achieved GFLOP/s against a matrix
+product's in the same process, and the peak RSS; over the scans, the slope and R^2 of
+time and memory against voxel count. The largest scan is the headline. Ratios within one
+run are what to read: absolute seconds drift on a shared machine.
 
     python scripts/benchmark_inference.py --ckpt runs/train/models/model.pt \\
         --out runs/benchmarks/inference.json
@@ -33,7 +34,7 @@ import torch
 from pipeline.bundle import config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.io import save_nifti, write_json
-from pipeline.workflows.inference_benchmark import measure_scan, summarise
+from pipeline.workflows.inference_benchmark import measure_folder, measure_scan, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING_MM = (0.8, 0.8, 2.0)
@@ -47,14 +48,22 @@ def _config_files(overlays: list[str]) -> list[str]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    """Measure one scan in this process and print the JSON (the parent reads it)."""
-    result = measure_scan(args.worker, args.ckpt, _config_files(args.overlay))
+    """Measure one scan, or a folder run, in this process; print the JSON for the parent."""
+    files = _config_files(args.overlay)
+    if args.folder_prefetch is not None:
+        result = measure_folder(args.worker, args.ckpt, files, args.folder_prefetch == "on")
+    else:
+        result = measure_scan(args.worker, args.ckpt, files)
     print("RESULT " + json.dumps(result))
     return 0
 
 
-def _measure_in_fresh_process(scan: Path, args: argparse.Namespace) -> dict:
+def _measure_in_fresh_process(
+    scan: Path, args: argparse.Namespace, folder_prefetch: str | None = None
+) -> dict:
     command = [sys.executable, __file__, "--worker", str(scan), "--ckpt", args.ckpt]
+    if folder_prefetch is not None:
+        command += ["--folder_prefetch", folder_prefetch]
     if args.overlay:
         command += ["--overlay", *args.overlay]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -72,7 +81,11 @@ def main() -> int:
         "--slices", type=int, nargs="+", default=[150, 225, 300], help="N of 512 x 512 x N"
     )
     parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "inference.json"))
+    parser.add_argument(
+        "--no_folder", action="store_true", help="skip the folder run with and without prefetch"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--folder_prefetch", choices=("on", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
@@ -87,6 +100,12 @@ def main() -> int:
             del phantom
             runs.append(_measure_in_fresh_process(scan, args))
             print(f"512 x 512 x {slices}: {json.dumps(runs[-1]['seconds'])}", flush=True)
+        # The same scans as one folder, read one ahead while the network runs, or not.
+        folder_runs = []
+        if not args.no_folder:
+            for prefetch in ("off", "on"):
+                folder_runs.append(_measure_in_fresh_process(Path(folder), args, prefetch))
+                print(f"folder, prefetch {prefetch}: {json.dumps(folder_runs[-1])}", flush=True)
     largest = runs[-1]
     result = {
         "spacing_mm": list(SPACING_MM),
@@ -105,7 +124,13 @@ def main() -> int:
         },
         "scaling": summarise(runs),
         "runs": runs,
+        "folder_runs": folder_runs,
     }
+    if len(folder_runs) == 2:
+        plain, ahead = folder_runs
+        result["headline"]["folder_prefetch_wall_over_plain"] = round(
+            ahead["wall_seconds"] / plain["wall_seconds"], 3
+        )
     write_json(result, args.out)
     print(json.dumps(result["headline"], indent=2))
     print(f"written: {args.out}  (stage shares: {_shares(largest['seconds'])})")

@@ -137,6 +137,35 @@ def measure_scan(
     }
 
 
+def measure_folder(
+    folder: str | os.PathLike,
+    ckpt: str | os.PathLike,
+    config_files: Sequence[str | os.PathLike],
+    prefetch: bool,
+) -> dict[str, Any]:
+    """Wall time of a folder run (as ``run inference``), reading ahead or not."""
+    from pipeline.inference.api import build_predictor
+    from pipeline.inference.folder_run import FolderRun
+
+    predictor = build_predictor(ckpt, [str(f) for f in config_files])
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = FolderRun(
+            predictor, folder, out, checkpoint=ckpt, progress=False, prefetch=prefetch
+        ).run()
+        wall = time.perf_counter() - start
+        cases = [json.loads((Path(out) / f"{case}.json").read_text()) for case in summary.done]
+    return {
+        "prefetch": prefetch,
+        "scans": len(cases),
+        "wall_seconds": round(wall, 2),
+        "network_seconds": round(sum(c["seconds"]["network"] for c in cases), 2),
+        "load_seconds": round(sum(c["seconds"]["load"] for c in cases), 2),
+        "load_wait_seconds": round(sum(c["seconds"].get("load_wait", 0.0) for c in cases), 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
 def _network_grid_voxels(predictor: Any, scan: Scan) -> int:
     """Voxels of the scan after pre-processing (the grid the sliding window covers)."""
     data = predictor.preprocessing(predictor.load(scan))
