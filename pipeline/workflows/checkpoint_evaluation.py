@@ -20,8 +20,9 @@ from pipeline.evaluation.pairing import pairs_from_datalist
 from pipeline.evaluation.report.model import collect_provenance
 from pipeline.evaluation.report.pages import format_class_table
 from pipeline.evaluation.scoring import EvaluationResult, evaluate_pairs
-from pipeline.inference.folder_run import FolderRun, RunSummary
+from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import ScanPredictor
+from pipeline.inference.run_tables import RunSummary
 from pipeline.inference.scans import scans_from_records
 from pipeline.io import json_safe
 
