@@ -130,18 +130,58 @@ def axis_index_maps(
     return axes, indices
 
 
+IndexMaps = tuple[list[int], list[np.ndarray]]
+"""What :func:`axis_index_maps` returns: network axis of each scan axis, index lists."""
+
+
+def block_sizes(maps: IndexMaps, network_shape: Sequence[int]) -> list[np.ndarray] | None:
+    """How many scan voxels take each network voxel's label, per network axis.
+
+    The inverted label map is made of blocks, one per network voxel, of
+    ``sizes[0][i] * sizes[1][j] * sizes[2][k]`` scan voxels. When the covered network
+    indices leave no gap on any axis (the scan is at least as fine as the network's grid,
+    the usual case), two blocks touch exactly when their network voxels are neighbours:
+    connected components on the two grids are the same, with sizes weighted by the
+    blocks. A network voxel past the covered range has size 0 (it is nowhere on the scan).
+
+    Returns:
+        The three size arrays in network axis order, or None when some network index
+        between two covered ones is not taken by any scan voxel (a scan coarser than the
+        network along that axis): components could then join on the scan's grid only.
+    """
+    axes, indices = maps
+    sizes: list[np.ndarray] = [np.zeros(0)] * 3
+    for scan_axis, network_axis in enumerate(axes):
+        taken = indices[scan_axis][indices[scan_axis] >= 0]
+        count = np.bincount(taken, minlength=network_shape[network_axis])
+        covered = np.flatnonzero(count)
+        if covered.size and covered[-1] - covered[0] + 1 != covered.size:
+            return None
+        sizes[network_axis] = count
+    return sizes
+
+
 def invert_labels(
     labels: torch.Tensor | np.ndarray,
     image: Any,
     original_affine: np.ndarray,
     original_shape: Sequence[int],
+    maps: IndexMaps | None = None,
 ) -> np.ndarray | None:
     """Labels (1, X', Y', Z') on the network's grid, as uint8 (X, Y, Z) on the scan's grid.
 
-    Returns None when the pre-processing is not an axis-aligned index map (see
-    :func:`axis_index_maps`); use ``Invertd`` then.
+    Args:
+        labels: the label map on the network's grid.
+        image: the pre-processed image (its transform history and affine).
+        original_affine: the scan's affine as loaded.
+        original_shape: the scan's spatial shape as loaded.
+        maps: :func:`axis_index_maps` of these, when already computed.
+
+    Returns:
+        The labels on the scan's grid, or None when the pre-processing is not an
+        axis-aligned index map (see :func:`axis_index_maps`); use ``Invertd`` then.
     """
-    maps = axis_index_maps(image, original_affine, original_shape)
+    maps = maps or axis_index_maps(image, original_affine, original_shape)
     if maps is None:
         return None
     axes, indices = maps

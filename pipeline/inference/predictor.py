@@ -31,7 +31,7 @@ from monai.transforms import Compose, Invertd
 
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
-from pipeline.inference.inversion import invert_labels
+from pipeline.inference.inversion import IndexMaps, axis_index_maps, block_sizes, invert_labels
 from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.quality import FAIL, WARN, QualityControl, QualityReport
 from pipeline.inference.scans import (
@@ -43,6 +43,7 @@ from pipeline.inference.scans import (
     describe_error,
 )
 from pipeline.transforms.lesion_filter import LesionFilter
+from pipeline.transforms.postprocess import keep_largest_liver_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -309,12 +310,16 @@ class ScanPredictor:
         """
         lesion_filter = self.lesion_filter if lesion_filter is None else lesion_filter
         probabilities = output.probabilities
+        data = dict(output.data)
         with timed(seconds, "invert"):
             labels = class_labels(probabilities)
             # The confidence rules act where the probabilities are: the network's grid.
             labels = lesion_filter(labels, probabilities)
-            data = dict(output.data)
-            inverted = self._invert_labels(labels, data, output)
+            maps = axis_index_maps(data["image"], output.original_affine, output.original_shape)
+        with timed(seconds, "postprocess"):
+            labels = self._drop_liver_islands(labels, maps)
+        with timed(seconds, "invert"):
+            inverted = self._invert_labels(labels, data, output, maps)
             prob_out = None
             if self.keep_probabilities:
                 data["prob"] = MetaTensor(probabilities, meta=dict(data["image"].meta))
@@ -332,8 +337,30 @@ class ScanPredictor:
         self.quality.check_mask(result, output.original_affine, quality)
         return Prediction(result, output.original_affine, prob_out, seconds, quality=quality)
 
+    def _drop_liver_islands(self, labels: torch.Tensor, maps: IndexMaps | None) -> torch.Tensor:
+        """Post-processing's largest-liver step, done early on the network's grid.
+
+        The same result as on the scan's grid when the inversion is a block map without
+        gaps (:func:`~pipeline.transforms.postprocess.keep_largest_liver_blocks`), so the
+        full-resolution post-processing then works in one liver's box; otherwise, or when
+        the post-processing keeps every component, the labels are returned unchanged.
+        """
+        transform = getattr(self.postprocessing, "transform", None)
+        config = getattr(transform, "config", None)
+        if maps is None or config is None or not config.keep_largest_liver:
+            return labels
+        sizes = block_sizes(maps, labels.shape[1:])
+        if sizes is None:
+            return labels
+        kept = keep_largest_liver_blocks(np.asarray(labels[0]), sizes)
+        return labels if kept is None else torch.from_numpy(kept)[None]
+
     def _invert_labels(
-        self, labels: torch.Tensor, data: dict[str, Any], output: NetworkOutput
+        self,
+        labels: torch.Tensor,
+        data: dict[str, Any],
+        output: NetworkOutput,
+        maps: IndexMaps | None = None,
     ) -> MetaTensor:
         """The label map on the scan's grid, as a (1, X, Y, Z) MetaTensor with its affine.
 
@@ -342,7 +369,7 @@ class ScanPredictor:
         pre-processing allows one; ``Invertd`` otherwise.
         """
         image = data["image"]
-        fast = invert_labels(labels, image, output.original_affine, output.original_shape)
+        fast = invert_labels(labels, image, output.original_affine, output.original_shape, maps)
         if fast is not None:
             return MetaTensor(
                 torch.from_numpy(fast)[None], affine=torch.as_tensor(output.original_affine)

@@ -156,6 +156,43 @@ def _largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return np.asarray(components == int(np.argmax(sizes)))
 
 
+def keep_largest_liver_blocks(
+    labels: NDArray[Any], block_sizes: Sequence[NDArray[Any]]
+) -> NDArray[Any] | None:
+    """Step 1 (largest liver component) on a coarse grid that is later up-sampled.
+
+    Each voxel of ``labels`` stands for a block of ``block_sizes[0][i] *
+    block_sizes[1][j] * block_sizes[2][k]`` voxels of the final grid, blocks that touch
+    exactly when their voxels are neighbours (see
+    :func:`pipeline.inference.inversion.block_sizes`). The largest component by weighted
+    size is then the one step 1 keeps on the final grid, and removing the others here
+    gives the same result at a fraction of the cost: a weak model's thousands of islands
+    are labelled on the network's grid, and the full-resolution steps work in the box of
+    one liver.
+
+    Returns:
+        The labels with liver and tumour outside that component set to background; None
+        (nothing done) when two components tie for largest, whose order on the final grid
+        this grid cannot tell.
+    """
+    sizes = [np.asarray(size, dtype=np.float64) for size in block_sizes]
+    # Voxels that are nowhere on the final grid (size 0) join nothing there.
+    liver = (labels >= LIVER) & np.einsum("i,j,k->ijk", *[s > 0 for s in sizes])
+    if not liver.any():
+        return np.where(liver, labels, BACKGROUND).astype(labels.dtype, copy=False)
+    image_box, _, _ = _padded_box(liver, 0)
+    components, n = ndimage.label(liver[image_box], structure=_CONNECTIVITY_26)
+    weights = np.einsum("i,j,k->ijk", *[s[box] for s, box in zip(sizes, image_box, strict=True)])
+    totals = np.bincount(components.ravel(), weights=weights.ravel())
+    totals[0] = 0.0
+    order = np.argsort(totals)
+    if n > 1 and totals[order[-1]] == totals[order[-2]]:
+        return None
+    kept = np.zeros(labels.shape, dtype=bool)
+    kept[image_box] = components == order[-1]
+    return np.where(kept, labels, BACKGROUND).astype(labels.dtype, copy=False)
+
+
 def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """``mask`` with its holes filled: exactly ``ndimage.binary_fill_holes(mask)``.
 

@@ -7,11 +7,14 @@ from monai.data import MetaTensor
 from monai.transforms import AsDiscreted, Compose
 
 from pipeline import BACKGROUND, LIVER, TUMOUR
+from pipeline.inference.inversion import block_sizes
 from pipeline.transforms.postprocess import (
     PostprocessConfig,
     PostprocessLabels,
     PostprocessLabelsd,
+    _fill_holes,
     ball_structure,
+    keep_largest_liver_blocks,
     postprocess_labels,
 )
 
@@ -340,8 +343,6 @@ def test_dict_transform_takes_the_axial_axis_from_the_affine() -> None:
 def test_hole_filling_by_labelling_equals_scipy(seed):
     from scipy import ndimage
 
-    from pipeline.transforms.postprocess import _fill_holes
-
     # Random blobs with cavities, tunnels to the border and holes touching the faces.
     rng = np.random.default_rng(seed)
     mask = ndimage.binary_dilation(rng.random((40, 36, 30)) > 0.93, iterations=2)
@@ -350,3 +351,42 @@ def test_hole_filling_by_labelling_equals_scipy(seed):
     filled = _fill_holes(mask)
     np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(mask))
     assert filled[13:17, 13:17, 13:17].all()
+
+
+def _upsample(labels, sizes):
+    """Each voxel as a block of sizes[0][i] x sizes[1][j] x sizes[2][k] (an index map)."""
+    for axis, size in enumerate(sizes):
+        labels = np.repeat(labels, size, axis=axis)
+    return labels
+
+
+def test_largest_liver_on_the_coarse_grid_is_the_fine_grids_by_block_size():
+    coarse = np.zeros((12, 10, 8), dtype=np.uint8)
+    coarse[1:4, 1:4, 1:4] = LIVER  # 27 coarse voxels, in thin blocks
+    coarse[2, 2, 2] = TUMOUR
+    coarse[7:10, 6:8, 4:6] = LIVER  # 12 coarse voxels, in thick blocks: larger on the fine grid
+    coarse[11, 9, 7] = LIVER  # on a slab that no fine voxel takes (size 0)
+    sizes = [
+        np.array([1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 2, 0]),
+        np.array([1, 1, 1, 1, 1, 1, 3, 3, 2, 0]),
+        np.array([1, 1, 1, 1, 2, 2, 1, 1]),
+    ]
+    kept = keep_largest_liver_blocks(coarse, sizes)
+    assert kept[1:4, 1:4, 1:4].sum() == 0 and kept[7:10, 6:8, 4:6].all()
+    only_largest = PostprocessConfig(
+        fill_liver_holes=False, tumour_inside_liver=False, min_tumour_mm3=0
+    )
+    spacing = (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(
+        postprocess_labels(_upsample(kept, sizes), spacing, only_largest),
+        postprocess_labels(_upsample(coarse, sizes), spacing, only_largest),
+    )
+
+
+def test_blocks_with_a_gap_are_left_to_the_fine_grid():
+    # Scan voxel i takes network index 2 i (a scan twice as coarse): index 1, 3... never.
+    maps = ([0, 1, 2], [np.arange(0, 10, 2), np.arange(6), np.arange(4)])
+    assert block_sizes(maps, (10, 6, 4)) is None
+    maps = ([0, 1, 2], [np.repeat(np.arange(5), 2), np.arange(6), np.array([-1, 0, 1, 2])])
+    sizes = block_sizes(maps, (5, 6, 4))
+    assert [s.tolist() for s in sizes] == [[2] * 5, [1] * 6, [1, 1, 1, 0]]
