@@ -65,6 +65,31 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -
     return Path(path)
 
 
+PROBABILITY_LEVELS = 255
+"""A probability map is stored as uint8 0..255 with the NIfTI slope 1 / 255."""
+
+
+def save_probability_map(
+    probability: np.ndarray, affine: np.ndarray, path: str | os.PathLike
+) -> Path:
+    """Save a probability volume (values in [0, 1]) as uint8 with slope 1/255, atomically.
+
+    A quarter of float32's size before gzip and far less after, with a step of 0.004:
+    fine for a ROC curve. nibabel's ``get_fdata()`` (and ITK, 3D Slicer) read the
+    probabilities back through the header's slope.
+    """
+    levels = np.rint(np.clip(probability, 0.0, 1.0) * PROBABILITY_LEVELS).astype(np.uint8)
+    image = nib.Nifti1Image(levels, np.asarray(affine, dtype=float))
+    image.header.set_data_dtype(np.uint8)
+    image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
 def save_label_map_like(
     labels: np.ndarray, reference: str | os.PathLike, path: str | os.PathLike
 ) -> Path:

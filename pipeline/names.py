@@ -8,12 +8,25 @@ case gets one name and one place in the order wherever it is listed.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # 3D Slicer's and ITK's own formats (NRRD with attached or detached header, MetaImage in
 # one file or a header beside raw data); ITK reads them all.
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+TUMOUR_PROBABILITY_SUFFIX = "_tumour_prob.nii.gz"
+"""``<case>`` + this: the tumour probability inference keeps beside ``<case>_seg.nii.gz``."""
+
+
+def tumour_probability_path(mask: str | Path) -> Path:
+    """Where inference keeps the tumour probability of the mask ``<case>_seg.<suffix>``."""
+    mask = Path(mask)
+    stem = mask.name.split(".")[0]
+    case = stem[: -len("_seg")] if stem.endswith("_seg") else stem
+    return mask.with_name(case + TUMOUR_PROBABILITY_SUFFIX)
 
 
 def strip_nifti_suffix(name: str) -> str | None:

@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.names import NIFTI_SUFFIXES, natural_key, strip_nifti_suffix
+from pipeline.names import (
+    NIFTI_SUFFIXES,
+    TUMOUR_PROBABILITY_SUFFIX,
+    natural_key,
+    strip_nifti_suffix,
+)
 
 __all__ = [
     "CasePair",
@@ -139,6 +144,8 @@ def _scan(folder: Path, role: str) -> dict[str, Path]:
                 groups.setdefault(case_name(path.name + ".nii"), []).append((0, path))
             continue
         if not path.name.endswith(NIFTI_SUFFIXES):
+            continue
+        if path.name.endswith(TUMOUR_PROBABILITY_SUFFIX):  # beside a mask, not a mask
             continue
         name, kind = _split_name(path, "image" if role == "image" else "label")
         if kind in rank:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 from tqdm import tqdm
 
 from pipeline.evaluation.loading import (
@@ -47,7 +49,7 @@ from pipeline.evaluation.report.figures import extract_overlay
 from pipeline.evaluation.report.model import CaseEntry, UnscoredCase, complete_provenance
 from pipeline.evaluation.report.viewer import remove_viewer, write_viewer
 from pipeline.evaluation.report.writer import write_report
-from pipeline.names import split_image_suffix
+from pipeline.names import split_image_suffix, tumour_probability_path
 
 __all__ = [
     "AFFINE_TOLERANCE_MM",
@@ -97,6 +99,22 @@ def _inference_qc(pred: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return qc if isinstance(qc, dict) else None
+
+
+def _tumour_probability(pred: Path, loaded: LoadedPair) -> tuple[np.ndarray | None, str | None]:
+    """The tumour probability inference kept beside the mask, on the scored grid.
+
+    Returns:
+        ``(probability, None)``; ``(None, None)`` when there is none (AUC is then left
+        out); ``(None, why)`` when it cannot be used.
+    """
+    path = tumour_probability_path(pred)
+    if not path.is_file():
+        return None, None
+    image = nib.load(path)
+    if image.shape != loaded.pred.shape or loaded.notes:
+        return None, f"{path.name} is not on the mask's grid as scored: no tumour AUC"
+    return np.asarray(image.get_fdata(dtype=np.float32)), None
 
 
 def _write_case_viewer(
@@ -189,11 +207,13 @@ def evaluate_pairs(
             continue
         try:
             loaded = load_pair(pair, label_map, pred_label_map)
+            tumour_prob, prob_note = _tumour_probability(Path(pair.pred), loaded)
             result = evaluate_case(
                 loaded.pred,
                 loaded.ref,
                 loaded.spacing,
                 case_id=pair.case_id,
+                tumour_prob=tumour_prob,
                 nsd_tolerance_mm=nsd_tolerance_mm,
             )
         except Exception as err:  # one bad case must not stop a long evaluation
@@ -203,6 +223,7 @@ def evaluate_pairs(
             failures.append(record)
             continue
         notes = list(loaded.notes)  # e.g. a prediction reoriented to the reference
+        notes += [prob_note] if prob_note else []
         ct = None
         if image is not None:
             ct, note = load_image_on_grid(image, loaded.affine, loaded.ref.shape)

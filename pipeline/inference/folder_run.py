@@ -79,7 +79,9 @@ from pipeline.inference.scans import (
     list_scans,
 )
 from pipeline.inference.sharding import shard_scans, torchrun_world
-from pipeline.io import checkpoint_identity, json_safe, save_nifti, write_json
+from pipeline.io import checkpoint_identity, json_safe, save_probability_map, write_json
+from pipeline.labels import TUMOUR
+from pipeline.names import TUMOUR_PROBABILITY_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +101,9 @@ class FolderRun:
             SHA-256 (several joined by ``+``).
         settings: the configuration worth recording with every case (JSON-able).
         overwrite: redo cases whose mask and JSON already exist.
-        save_probabilities: also write ``<case>_prob.nii.gz`` (X, Y, Z, 3 float32).
+        save_probabilities: also write the tumour probability on the scan's grid,
+            ``<case>_tumour_prob.nii.gz`` (uint8 with slope 1/255); evaluation then
+            computes the tumour ROC-AUC from it.
         progress: show a progress bar.
         output_format: ``nifti``, ``dicom_seg``, ``both`` or ``native`` (module docstring).
         prefetch: read the next scan in a background thread while the current one is
@@ -191,10 +195,10 @@ class FolderRun:
         prediction.warnings.extend(save_masks(scan, prediction, outputs, self._checkpoint_sha256))
         out = next(iter(outputs.values()))
         if prediction.probabilities is not None:
-            save_nifti(
-                np.moveaxis(prediction.probabilities, 0, -1).astype(np.float32),
+            outputs["tumour_probability"] = save_probability_map(
+                prediction.probabilities[TUMOUR],
                 prediction.affine,
-                self.output_dir / f"{scan.case}_prob.nii.gz",
+                self.output_dir / f"{scan.case}{TUMOUR_PROBABILITY_SUFFIX}",
             )
         seconds["save"] = time.perf_counter() - save_start
         seconds["total"] = time.perf_counter() - start

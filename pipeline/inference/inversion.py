@@ -184,10 +184,29 @@ def invert_labels(
     maps = maps or axis_index_maps(image, original_affine, original_shape)
     if maps is None:
         return None
-    axes, indices = maps
     array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)[0]
-    # One background voxel past the end of every axis: index -1 reads it.
-    padded = np.pad(array.astype(np.uint8, copy=False), [(0, 1)] * 3)
+    return _gather(array.astype(np.uint8, copy=False), maps, outside=0)
+
+
+def invert_probabilities(probabilities: torch.Tensor, maps: IndexMaps) -> np.ndarray:
+    """Class probabilities (C, X', Y', Z') onto the scan's grid, float32 (C, X, Y, Z).
+
+    Nearest neighbour, as the labels: each scan voxel gets the probabilities of the
+    network voxel its label came from, so the argmax of the result is the unfiltered
+    label map. Outside the network's grid (the foreground crop) a voxel is background
+    with probability 1.
+    """
+    array = np.asarray(probabilities.cpu(), dtype=np.float32)
+    return np.stack(
+        [_gather(channel, maps, outside=1.0 if c == 0 else 0.0) for c, channel in enumerate(array)]
+    )
+
+
+def _gather(array: np.ndarray, maps: IndexMaps, outside: float) -> np.ndarray:
+    """``array`` (X', Y', Z') read at the index maps; ``outside`` where an index is -1."""
+    axes, indices = maps
+    # One voxel of ``outside`` past the end of every axis: index -1 reads it.
+    padded = np.pad(array, [(0, 1)] * 3, constant_values=outside)
     moved = np.transpose(padded, axes)  # scan axis order
     # Gather the axis that grows least first: the intermediate arrays stay small.
     growth = [len(indices[a]) / moved.shape[a] for a in range(3)]

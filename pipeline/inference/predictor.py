@@ -31,7 +31,13 @@ from monai.transforms import Compose, Invertd
 
 from pipeline.inference.dicom_series import read_series
 from pipeline.inference.inferers import FlipTTAInferer
-from pipeline.inference.inversion import IndexMaps, axis_index_maps, block_sizes, invert_labels
+from pipeline.inference.inversion import (
+    IndexMaps,
+    axis_index_maps,
+    block_sizes,
+    invert_labels,
+    invert_probabilities,
+)
 from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.quality import FAIL, WARN, QualityControl, QualityReport
 from pipeline.inference.scans import (
@@ -59,7 +65,7 @@ class Prediction:
         labels: uint8 array (X, Y, Z) in the scan's voxel order: 0 background, 1 liver, 2 tumour.
         affine: the scan's voxel-to-world affine (RAS mm) as it was loaded.
         probabilities: float32 (3, X, Y, Z) class probabilities on the scan's grid, when
-            requested; None otherwise.
+            requested (nearest neighbour, as the labels); None otherwise.
         seconds: wall time per stage.
         warnings: what the user should know about this result (a cascade that found no
             liver, a box grown); recorded in the case's JSON.
@@ -321,7 +327,9 @@ class ScanPredictor:
         with timed(seconds, "invert"):
             inverted = self._invert_labels(labels, data, output, maps)
             prob_out = None
-            if self.keep_probabilities:
+            if self.keep_probabilities and maps is not None:
+                prob_out = invert_probabilities(probabilities, maps)
+            elif self.keep_probabilities:
                 data["prob"] = MetaTensor(probabilities, meta=dict(data["image"].meta))
                 prob_out = np.asarray(self._invert_probabilities(data)["prob"], np.float32)
         with timed(seconds, "postprocess"):

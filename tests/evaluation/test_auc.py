@@ -50,3 +50,38 @@ def test_without_probabilities_the_report_leaves_auc_out(tmp_path):
     assert "tumour_auc" not in json.loads((tmp_path / "summary.json").read_text())
     with_prob = evaluate_case(ref, ref, ANISO, tumour_prob=(ref == 2).astype(float))
     assert summarize([with_prob])["tumour_auc"]["mean"] == 1.0
+
+
+def test_kept_tumour_probability_gives_the_report_its_auc(tmp_path):
+    # As inference leaves it: <case>_seg.nii.gz and <case>_tumour_prob.nii.gz side by side.
+    from pipeline.evaluation.pairing import pair_cases
+    from pipeline.evaluation.scoring import evaluate_pairs
+    from pipeline.io import save_nifti, save_probability_map
+
+    affine = np.diag([*ANISO, 1.0])
+    ref = np.zeros((16, 16, 8), np.uint8)
+    ref[3:13, 3:13, 1:7] = LIVER
+    ref[6:9, 6:9, 2:5] = TUMOUR
+    rng = np.random.default_rng(0)
+    # Tumour scores higher inside the reference tumour, with overlap: an AUC below 1.
+    prob = np.clip(0.35 * (ref == TUMOUR) + rng.random(ref.shape) * 0.7, 0.0, 1.0)
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+    save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
+    save_nifti(ref, affine, tmp_path / "ref" / "b.nii.gz")
+    save_nifti(ref, affine, tmp_path / "pred" / "a_seg.nii.gz")
+    save_nifti(ref, affine, tmp_path / "pred" / "b_seg.nii.gz")
+    save_probability_map(prob, affine, tmp_path / "pred" / "a_tumour_prob.nii.gz")
+    save_probability_map(prob[:8], affine, tmp_path / "pred" / "b_tumour_prob.nii.gz")
+    pairs = pair_cases(tmp_path / "pred", tmp_path / "ref")
+    assert [p.case_id for p in pairs] == ["a", "b"]  # the probability files are no cases
+    result = evaluate_pairs(pairs, tmp_path / "report", progress=False, viewers=False)
+    by_case = {entry.result.case_id: entry for entry in result.cases}
+    stored = np.rint(prob * 255) / 255  # what the uint8 file holds
+    expected = tumour_auc(stored, ref, ANISO)
+    assert 0.6 < expected < 1.0
+    assert by_case["a"].result.metrics["tumour_auc"] == pytest.approx(expected, abs=1e-6)
+    assert math.isnan(by_case["b"].result.metrics["tumour_auc"])  # wrong grid: left out
+    assert any("b_tumour_prob.nii.gz" in note for note in by_case["b"].notes)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["tumour_auc"]["mean"] == pytest.approx(expected, abs=1e-6)
