@@ -139,7 +139,8 @@ def main() -> int:
 
 def _shares(seconds: dict[str, float]) -> str:
     total = seconds["total"]
-    stages = {k: v for k, v in seconds.items() if k != "total" and v}
+    # load_wait is the part of load the run waited for: counted once, as load.
+    stages = {k: v for k, v in seconds.items() if k not in ("total", "load_wait") and v}
     ranked = sorted(stages.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{k} {v / total:.0%}" for k, v in ranked)
 
