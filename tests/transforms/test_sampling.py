@@ -1,9 +1,16 @@
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.transforms import RandCropByLabelClassesd
+from monai.transforms.utils import map_classes_to_indices
 
-from pipeline.transforms.sampling import LesionBalancedIndicesd, lesion_balanced_class_indices
+from pipeline.transforms.sampling import (
+    ClassIndicesd,
+    LesionBalancedIndicesd,
+    class_indices,
+    lesion_balanced_class_indices,
+)
 
 
 def _two_lesion_label() -> np.ndarray:
@@ -80,3 +87,66 @@ def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
 def test_per_lesion_must_be_positive():
     with pytest.raises(ValueError, match="per_lesion"):
         LesionBalancedIndicesd("label", per_lesion=0)
+
+
+def _three_class_volume(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A 40^3 label with background, a liver block and two lesions; the image marks them."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((1, 40, 40, 40), np.uint8)
+    label[0, 8:32, 6:30, 10:34] = 1
+    label[0, 12:17, 10:14, 14:19] = 2
+    label[0, 25:27, 22:24, 26:29] = 2
+    image = torch.as_tensor(label * 10 + rng.random(label.shape), dtype=torch.float32)
+    return {"image": MetaTensor(image), "label": MetaTensor(torch.as_tensor(label))}
+
+
+@pytest.mark.parametrize("as_meta", [True, False])
+def test_class_indices_are_the_lists_the_crop_makes_itself(as_meta):
+    label = _three_class_volume()["label"]
+    label = label if as_meta else label.numpy()
+    listed = class_indices(label, num_classes=3)
+    expected = map_classes_to_indices(label, 3)  # what RandCropByLabelClasses calls
+    assert [type(i) for i in listed] == [torch.Tensor] * 3  # plain tensors, no metadata
+    assert [i.dtype for i in listed] == [torch.int32] * 3  # half of MONAI's int64
+    assert [i.tolist() for i in listed] == [np.asarray(e).tolist() for e in expected]
+    flat = np.asarray(label).reshape(-1)
+    for value, indices in enumerate(listed):
+        assert np.all(flat[indices.numpy()] == value)
+    assert sum(len(i) for i in listed) == flat.size  # every voxel once
+
+
+def _cropper(indices_key: str | None, ratios: list[int], size: int) -> RandCropByLabelClassesd:
+    cropper = RandCropByLabelClassesd(
+        ["image", "label"],
+        "label",
+        spatial_size=(size, size, size),
+        ratios=ratios,
+        num_classes=3,
+        num_samples=300,
+        indices_key=indices_key,
+        warn=False,
+    )
+    cropper.set_random_state(3)
+    return cropper
+
+
+def test_crops_from_listed_indices_are_the_crops_drawn_without_them():
+    data = _three_class_volume()
+    listed = ClassIndicesd("label", num_classes=3)(data)
+    assert set(listed) == {"image", "label", "label_cls_indices"}
+    for _ in range(2):  # the second call continues the same random stream on both sides
+        from_list = _cropper("label_cls_indices", [1, 2, 3], 8)(dict(listed))
+        by_scan = _cropper(None, [1, 2, 3], 8)(dict(data))
+        for a, b in zip(from_list, by_scan, strict=True):
+            assert a["image"].meta["crop_center"] == b["image"].meta["crop_center"]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+            assert "label_cls_indices" not in a  # the crop takes the lists out of each crop
+
+
+def test_crops_from_listed_indices_centre_on_their_class_in_the_ratios():
+    # 1^3 crops: the centre is the crop, never moved inward from the border.
+    data = ClassIndicesd("label", num_classes=3)(_three_class_volume())
+    crops = _cropper("label_cls_indices", [1, 2, 3], 1)(data)
+    counts = np.bincount([int(c["label"].item()) for c in crops], minlength=3)
+    assert abs(counts / counts.sum() - np.array([1, 2, 3]) / 6).max() < 0.08
+    assert all(float(c["image"].item()) // 10 == int(c["label"].item()) for c in crops)
