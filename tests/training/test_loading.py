@@ -74,6 +74,34 @@ def test_the_loading_thread_ends_when_the_consumer_stops_early():
     assert not any(t.name == "batch-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
-def test_prefetch_must_be_positive():
-    with pytest.raises(ValueError, match="prefetch"):
-        PrefetchingDataLoader(_FailsAt(-1), prefetch=0)
+@pytest.mark.parametrize("option", ["prefetch", "loading_threads"])
+def test_prefetch_and_loading_threads_must_be_positive(option):
+    with pytest.raises(ValueError, match=option):
+        PrefetchingDataLoader(_FailsAt(-1), **{option: 0})
+
+
+class _ThreadCounts(torch.utils.data.Dataset):
+    """Records torch's intra-op thread count where each item is made."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return torch.tensor([index])
+
+
+def test_the_loading_thread_computes_on_one_core_and_leaves_the_rest_alone():
+    before = torch.get_num_threads()
+    dataset = _ThreadCounts()
+    assert len(list(PrefetchingDataLoader(dataset, batch_size=1))) == 3
+    assert dataset.seen == [1, 1, 1]
+    assert torch.get_num_threads() == before
+    later = []  # threads started afterwards get the default again
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]
