@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from pipeline.inference.scans import Scan
 
 
@@ -67,10 +69,22 @@ class ScanPrefetcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-reader")
         self._pending: dict[int, Future[LoadedScan]] = {}
 
+    def _read_on_one_core(self, scan: Scan) -> LoadedScan:
+        # torch gives every thread an OpenMP team as large as the core count; a second
+        # team beside the network's would oversubscribe the cores (measured on the
+        # training loader, pipeline/training/loading.py). set_num_threads sets this
+        # thread's team and the default of threads started later, so it is put back.
+        default = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return read_scan(self._load, scan)
+        finally:
+            torch.set_num_threads(default)
+
     def _submit(self, index: int) -> Future[LoadedScan]:
         future = self._pending.get(index)
         if future is None:
-            future = self._executor.submit(read_scan, self._load, self._scans[index])
+            future = self._executor.submit(self._read_on_one_core, self._scans[index])
             self._pending[index] = future
         return future
 
