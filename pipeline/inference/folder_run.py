@@ -158,6 +158,10 @@ class FolderRun:
             outputs = output_paths(self.output_dir, scan, self.output_format)
         except InvalidScanError:
             return False  # segmented in no format: it fails again, and is listed
+        if self.save_probabilities:  # a run without them left none: the case is redone
+            outputs["tumour_probability"] = self.output_dir / (
+                scan.case + TUMOUR_PROBABILITY_SUFFIX
+            )
         return all(path.exists() for path in outputs.values()) and (
             (self.output_dir / f"{scan.case}.json").exists()
         )

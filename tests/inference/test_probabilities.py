@@ -42,3 +42,19 @@ def test_folder_run_writes_the_tumour_probability_on_the_scans_grid(tmp_path):
     assert probability[~block].max() < 0.01
     np.testing.assert_array_equal(mask == 2, block)
     np.testing.assert_array_equal(probability > 0.5, mask == 2)
+
+
+def test_a_rerun_asking_for_probabilities_redoes_cases_that_have_none(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "model.pt")
+    image, _ = block_ct()
+    save_nifti(image, np.diag([-4.0, -4.0, 4.0, 1.0]), tmp_path / "in" / "ct.nii.gz")
+    for keep, expected_done in ((False, ["ct"]), (True, ["ct"]), (True, [])):
+        predictor = inference_parser(ckpt=str(ckpt), save_probabilities=keep).get_parsed_content(
+            "predictor"
+        )
+        predictor.network = TumourOracle()
+        summary = FolderRun(
+            predictor, tmp_path / "in", tmp_path / "out", progress=False, save_probabilities=keep
+        ).run()
+        assert summary.done == expected_done
+        assert (tmp_path / "out" / "ct_tumour_prob.nii.gz").exists() == keep
