@@ -55,8 +55,17 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -
     The header's qform and sform both carry the affine with code 1 (scanner), units mm,
     and the on-disk type is the array's own dtype (int16 CT, uint8 labels).
     """
-    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=float))
+    return _save_scanner_nifti(np.asarray(array), affine, path)
+
+
+def _save_scanner_nifti(
+    array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, slope: float = 1.0
+) -> Path:
+    """``array`` in its own dtype, qform and sform = ``affine`` (code 1), mm, atomically."""
+    image = nib.Nifti1Image(array, np.asarray(affine, dtype=float))
     image.header.set_data_dtype(array.dtype)
+    if slope != 1.0:
+        image.header.set_slope_inter(slope, 0.0)
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
@@ -79,15 +88,7 @@ def save_probability_map(
     probabilities back through the header's slope.
     """
     levels = np.rint(np.clip(probability, 0.0, 1.0) * PROBABILITY_LEVELS).astype(np.uint8)
-    image = nib.Nifti1Image(levels, np.asarray(affine, dtype=float))
-    image.header.set_data_dtype(np.uint8)
-    image.header.set_slope_inter(1.0 / PROBABILITY_LEVELS, 0.0)
-    image.header.set_xyzt_units("mm", "sec")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
-    return Path(path)
+    return _save_scanner_nifti(levels, affine, path, slope=1.0 / PROBABILITY_LEVELS)
 
 
 def save_label_map_like(

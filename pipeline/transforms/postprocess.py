@@ -64,6 +64,12 @@ from scipy import ndimage
 
 from pipeline.geometry import superior_voxel_axis
 from pipeline.labels import BACKGROUND, LIVER, TUMOUR
+from pipeline.transforms.masks import (
+    CONNECTIVITY_26,
+    fill_holes,
+    largest_component,
+    padded_box,
+)
 
 __all__ = [
     "PostprocessConfig",
@@ -72,11 +78,6 @@ __all__ = [
     "ball_structure",
     "postprocess_labels",
 ]
-
-# Objects (liver, tumour) are 26-connected; background in hole filling uses scipy's
-# default 6-connectivity, the complementary choice, so that a diagonal crack between
-# two liver voxels does not count as an opening to the outside.
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass
@@ -141,21 +142,6 @@ def ball_structure(spacing: Sequence[float], radius_mm: float) -> NDArray[np.boo
     return np.asarray(dist2 <= radius_mm**2 * (1 + 1e-9))
 
 
-def _largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Largest 26-connected component of ``mask``.
-
-    scipy rather than MONAI's ``get_largest_connected_component_mask`` /
-    ``KeepLargestConnectedComponent``: those need scikit-image on CPU, which is not
-    a dependency of this project.
-    """
-    components, n = ndimage.label(mask, structure=_CONNECTIVITY_26)
-    if n <= 1:
-        return mask.copy()
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return np.asarray(components == int(np.argmax(sizes)))
-
-
 def keep_largest_liver_blocks(
     labels: NDArray[Any], block_sizes: Sequence[NDArray[Any]]
 ) -> NDArray[Any] | None:
@@ -180,8 +166,8 @@ def keep_largest_liver_blocks(
     liver = (labels >= LIVER) & np.einsum("i,j,k->ijk", *[s > 0 for s in sizes])
     if not liver.any():
         return np.where(liver, labels, BACKGROUND).astype(labels.dtype, copy=False)
-    image_box, _, _ = _padded_box(liver, 0)
-    components, n = ndimage.label(liver[image_box], structure=_CONNECTIVITY_26)
+    image_box, _, _ = padded_box(liver, 0)
+    components, n = ndimage.label(liver[image_box], structure=CONNECTIVITY_26)
     weights = np.einsum("i,j,k->ijk", *[s[box] for s, box in zip(sizes, image_box, strict=True)])
     totals = np.bincount(components.ravel(), weights=weights.ravel())
     totals[0] = 0.0
@@ -191,48 +177,6 @@ def keep_largest_liver_blocks(
     kept = np.zeros(labels.shape, dtype=bool)
     kept[image_box] = components == order[-1]
     return np.where(kept, labels, BACKGROUND).astype(labels.dtype, copy=False)
-
-
-def _fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """``mask`` with its holes filled: exactly ``ndimage.binary_fill_holes(mask)``.
-
-    A hole is background not 6-connected to the array's border. scipy finds them by
-    dilating the outside inwards until nothing changes, one voxel layer per pass (1.8 s
-    on a liver box of a 512 x 512 x 300 scan); labelling the background once and
-    keeping the components that touch the border is the same set in one pass.
-    """
-    background, _ = ndimage.label(~mask)  # scipy's default structure: 6-connectivity
-    on_border = np.zeros(int(background.max()) + 1, dtype=bool)
-    for axis in range(mask.ndim):
-        for index in (0, -1):
-            on_border[np.take(background, index, axis=axis)] = True
-    on_border[0] = True  # label 0 is the mask itself
-    return mask | ~on_border[background]
-
-
-def _padded_box(
-    mask: NDArray[np.bool_], margin: int
-) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]]:
-    """Bounding box of ``mask`` grown by ``margin`` voxels, possibly past the image.
-
-    Returns:
-        ``(image_box, crop_box, crop_shape)``: ``image_box`` is the part of the grown
-        box inside the image, ``crop_box`` where that part sits in a zero-padded crop
-        of shape ``crop_shape``. Padding past the image border (rather than clipping)
-        gives closing room to dilate, so it does not erode the liver where it touches
-        the border of the image.
-    """
-    image_box: list[slice] = []
-    crop_box: list[slice] = []
-    crop_shape: list[int] = []
-    for axis, size in enumerate(mask.shape):
-        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-        occupied = np.flatnonzero(mask.any(axis=other_axes))
-        lo, hi = int(occupied[0]) - margin, int(occupied[-1]) + 1 + margin
-        image_box.append(slice(max(lo, 0), min(hi, size)))
-        crop_box.append(slice(max(lo, 0) - lo, min(hi, size) - lo))
-        crop_shape.append(hi - lo)
-    return tuple(image_box), tuple(crop_box), tuple(crop_shape)
 
 
 def _validate_spacing(spacing: Sequence[float] | NDArray[Any]) -> tuple[float, float, float]:
@@ -275,18 +219,18 @@ def postprocess_labels(
     # as on the whole scan, since nothing lies outside, at a fraction of the cost.
     radius_mm = max(config.liver_opening_mm, config.liver_closing_mm)
     margin = 1 + max(int(np.floor(radius_mm / s + 1e-9)) for s in voxel_spacing)
-    image_box, crop_box, crop_shape = _padded_box(liver, margin)
+    image_box, crop_box, crop_shape = padded_box(liver, margin)
     mask = np.zeros(crop_shape, dtype=bool)
     mask[crop_box] = liver[image_box]
     del liver
     if config.keep_largest_liver:
-        mask = _largest_component(mask)
+        mask = largest_component(mask)
 
     if config.liver_opening_mm > 0:
         structure = ball_structure(voxel_spacing, config.liver_opening_mm)
         mask = ndimage.binary_opening(mask, structure=structure)
         if config.keep_largest_liver and mask.any():
-            mask = _largest_component(mask)
+            mask = largest_component(mask)
     if config.liver_closing_mm > 0:
         structure = ball_structure(voxel_spacing, config.liver_closing_mm)
         mask = ndimage.binary_closing(mask, structure=structure)
@@ -294,7 +238,7 @@ def postprocess_labels(
         # The holes of the liver mask (label >= 1) become liver. MONAI's FillHoles fills
         # per label value instead: with applied_labels [1] a tumour inside the liver is a
         # hole of label 1, and would be overwritten by liver.
-        mask = _fill_holes(mask)
+        mask = fill_holes(mask)
         if config.fill_holes_axial:
             # A structure with no links across the axial axis makes scipy's fill work
             # on each axial slice independently, in a single vectorised call.
@@ -313,14 +257,14 @@ def postprocess_labels(
     cropped[mask & (original == BACKGROUND)] = LIVER
 
     if config.tumour_inside_liver:
-        components, _ = ndimage.label(mask, structure=_CONNECTIVITY_26)
+        components, _ = ndimage.label(mask, structure=CONNECTIVITY_26)
         has_liver_tissue = np.zeros(components.max() + 1, dtype=bool)
         has_liver_tissue[np.unique(components[cropped == LIVER])] = True
         has_liver_tissue[0] = False
         cropped[(cropped == TUMOUR) & ~has_liver_tissue[components]] = BACKGROUND
 
     if config.min_tumour_mm3 > 0:
-        tumours, n_tumours = ndimage.label(cropped == TUMOUR, structure=_CONNECTIVITY_26)
+        tumours, n_tumours = ndimage.label(cropped == TUMOUR, structure=CONNECTIVITY_26)
         if n_tumours:
             voxel_mm3 = float(np.prod(voxel_spacing))
             volumes_mm3 = np.bincount(tumours.ravel()) * voxel_mm3

@@ -8,11 +8,11 @@ from monai.transforms import AsDiscreted, Compose
 
 from pipeline import BACKGROUND, LIVER, TUMOUR
 from pipeline.inference.inversion import block_sizes
+from pipeline.transforms.masks import fill_holes
 from pipeline.transforms.postprocess import (
     PostprocessConfig,
     PostprocessLabels,
     PostprocessLabelsd,
-    _fill_holes,
     ball_structure,
     keep_largest_liver_blocks,
     postprocess_labels,
@@ -348,7 +348,7 @@ def test_hole_filling_by_labelling_equals_scipy(seed):
     mask = ndimage.binary_dilation(rng.random((40, 36, 30)) > 0.93, iterations=2)
     mask[10:20, 10:20, 10:20] = True
     mask[13:17, 13:17, 13:17] = False  # a closed cavity
-    filled = _fill_holes(mask)
+    filled = fill_holes(mask)
     np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(mask))
     assert filled[13:17, 13:17, 13:17].all()
 
