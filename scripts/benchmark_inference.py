@@ -8,8 +8,11 @@ runs (``prefetch``) and not. For every scan the JSON holds the seconds per stage
 preprocess, network, invert, postprocess, quantify, save), end-to-end over network-only
 time, the sliding window's redundancy, the network's achieved GFLOP/s against a matrix
 product's in the same process, and the peak RSS; over the scans, the slope and R^2 of
-time and memory against voxel count. The largest scan is the headline. Ratios within one
-run are what to read: absolute seconds drift on a shared machine.
+time and memory against voxel count. The largest scan is the headline. Where the CPU
+computes bfloat16 natively (the bundle's ``cpu_bf16`` default), the largest scan is also
+segmented in float32, so the JSON holds the network's bfloat16 / float32 time ratio (the
+matrix product the GFLOP/s are compared with is float32's either way).
+Ratios within one run are what to read: absolute seconds drift on a shared machine.
 
     python scripts/benchmark_inference.py --ckpt runs/train/models/model.pt \\
         --out runs/benchmarks/inference.json
@@ -53,17 +56,23 @@ def _worker(args: argparse.Namespace) -> int:
     if args.folder_prefetch is not None:
         result = measure_folder(args.worker, args.ckpt, files, args.folder_prefetch == "on")
     else:
-        result = measure_scan(args.worker, args.ckpt, files)
+        overrides = {} if args.cpu_bf16 is None else {"cpu_bf16": args.cpu_bf16 == "on"}
+        result = measure_scan(args.worker, args.ckpt, files, overrides)
     print("RESULT " + json.dumps(result))
     return 0
 
 
 def _measure_in_fresh_process(
-    scan: Path, args: argparse.Namespace, folder_prefetch: str | None = None
+    scan: Path,
+    args: argparse.Namespace,
+    folder_prefetch: str | None = None,
+    cpu_bf16: str | None = None,
 ) -> dict:
     command = [sys.executable, __file__, "--worker", str(scan), "--ckpt", args.ckpt]
     if folder_prefetch is not None:
         command += ["--folder_prefetch", folder_prefetch]
+    if cpu_bf16 is not None:
+        command += ["--cpu_bf16", cpu_bf16]
     if args.overlay:
         command += ["--overlay", *args.overlay]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -86,6 +95,7 @@ def main() -> int:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder_prefetch", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--cpu_bf16", choices=("on", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
@@ -100,6 +110,11 @@ def main() -> int:
             del phantom
             runs.append(_measure_in_fresh_process(scan, args))
             print(f"512 x 512 x {slices}: {json.dumps(runs[-1]['seconds'])}", flush=True)
+        # The largest scan again in float32, when the default ran it in bfloat16.
+        float32_run = None
+        if runs[-1]["cpu_bf16"]:
+            float32_run = _measure_in_fresh_process(scan, args, cpu_bf16="off")
+            print(f"the same in float32: {json.dumps(float32_run['seconds'])}", flush=True)
         # The same scans as one folder, read one ahead while the network runs, or not.
         folder_runs = []
         if not args.no_folder:
@@ -125,7 +140,15 @@ def main() -> int:
         "scaling": summarise(runs),
         "runs": runs,
         "folder_runs": folder_runs,
+        "float32_run": float32_run,
     }
+    if float32_run is not None:
+        result["headline"]["network_bfloat16_over_float32"] = round(
+            largest["seconds"]["network"] / float32_run["seconds"]["network"], 3
+        )
+        result["headline"]["end_to_end_over_network_float32"] = float32_run[
+            "end_to_end_over_network"
+        ]
     if len(folder_runs) == 2:
         plain, ahead = folder_runs
         result["headline"]["folder_prefetch_wall_over_plain"] = round(

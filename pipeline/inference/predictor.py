@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from pipeline.inference.scans import (
     check_nifti_header,
     describe_error,
 )
+from pipeline.nets.precision import autocast_for
 from pipeline.transforms.lesion_filter import LesionFilter
 from pipeline.transforms.postprocess import keep_largest_liver_blocks
 
@@ -173,7 +174,9 @@ class ScanPredictor:
         postprocessing: transforms on ``{"pred": labels}`` on the scan's grid
             (PostprocessLabelsd).
         device: where the network runs.
-        amp: autocast on CUDA (ignored on CPU).
+        amp: float16 autocast on CUDA (ignored on CPU).
+        cpu_bf16: bfloat16 autocast on the CPU (``pipeline.nets.precision``; ignored on
+            CUDA).
         keep_probabilities: also return class probabilities on the scan's grid (costly).
         lesion_filter: confidence rules applied on the network's grid before inversion
             (:class:`~pipeline.transforms.lesion_filter.LesionFilter`; default: off).
@@ -192,6 +195,7 @@ class ScanPredictor:
         postprocessing: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         device: str | torch.device = "cpu",
         amp: bool = False,
+        cpu_bf16: bool = False,
         keep_probabilities: bool = False,
         lesion_filter: LesionFilter | None = None,
         quality: QualityControl | None = None,
@@ -209,6 +213,7 @@ class ScanPredictor:
         self.postprocessing = postprocessing
         self.device = torch.device(device)
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.cpu_bf16 = bool(cpu_bf16) and self.device.type == "cpu"
         self.keep_probabilities = keep_probabilities
         self.lesion_filter = lesion_filter or LesionFilter()
         self.quality = quality or QualityControl()
@@ -393,7 +398,6 @@ class ScanPredictor:
         # the geometry needed for inversion stays in the data dict.
         plain = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         batch = plain.unsqueeze(0).to(self.device)
-        autocast = torch.autocast("cuda") if self.amp else nullcontext()
-        with autocast:
+        with autocast_for(self.device, self.amp, self.cpu_bf16):
             scores = self.inferer(batch, self.network)
         return torch.as_tensor(scores)[0].float().cpu()

@@ -133,6 +133,7 @@ def measure_scan(
         "network_over_matmul_gflops": round(achieved / gflops_matmul, 3),
         "peak_rss_mb": round(peak_mb, 1),
         "device": str(predictor.device),
+        "cpu_bf16": bool(getattr(predictor, "cpu_bf16", False)),
         "torch_threads": torch.get_num_threads(),
     }
 
