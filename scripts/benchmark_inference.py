@@ -9,9 +9,9 @@ preprocess, network, invert, postprocess, quantify, save), end-to-end over netwo
 time, the sliding window's redundancy, the network's achieved GFLOP/s against a matrix
 product's in the same process, and the peak RSS; over the scans, the slope and R^2 of
 time and memory against voxel count. The largest scan is the headline. Where the CPU
-computes bfloat16 natively (the bundle's ``cpu_bf16`` default), the largest scan is also
-segmented in float32, so the JSON holds the network's bfloat16 / float32 time ratio (the
-matrix product the GFLOP/s are compared with is float32's either way).
+computes bfloat16 natively, the largest scan is also segmented in the other precision
+(``cpu_bf16``, off by default for inference), so the JSON holds the network's bfloat16 /
+float32 time ratio (the matrix product the GFLOP/s are compared with is float32's).
 Ratios within one run are what to read: absolute seconds drift on a shared machine.
 
     python scripts/benchmark_inference.py --ckpt runs/train/models/model.pt \\
@@ -37,6 +37,7 @@ import torch
 from pipeline.bundle import config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.io import save_nifti, write_json
+from pipeline.nets.precision import native_cpu_bf16
 from pipeline.workflows.inference_benchmark import measure_folder, measure_scan, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +111,12 @@ def main() -> int:
             del phantom
             runs.append(_measure_in_fresh_process(scan, args))
             print(f"512 x 512 x {slices}: {json.dumps(runs[-1]['seconds'])}", flush=True)
-        # The largest scan again in float32, when the default ran it in bfloat16.
-        float32_run = None
-        if runs[-1]["cpu_bf16"]:
-            float32_run = _measure_in_fresh_process(scan, args, cpu_bf16="off")
-            print(f"the same in float32: {json.dumps(float32_run['seconds'])}", flush=True)
+        # The largest scan again in the other precision, where the CPU has native bfloat16.
+        other_precision = None
+        if runs[-1]["device"] == "cpu" and native_cpu_bf16():
+            other = "off" if runs[-1]["cpu_bf16"] else "on"
+            other_precision = _measure_in_fresh_process(scan, args, cpu_bf16=other)
+            print(f"the same, cpu_bf16 {other}: {json.dumps(other_precision['seconds'])}")
         # The same scans as one folder, read one ahead while the network runs, or not.
         folder_runs = []
         if not args.no_folder:
@@ -140,15 +142,16 @@ def main() -> int:
         "scaling": summarise(runs),
         "runs": runs,
         "folder_runs": folder_runs,
-        "float32_run": float32_run,
+        "other_precision_run": other_precision,
     }
-    if float32_run is not None:
-        result["headline"]["network_bfloat16_over_float32"] = round(
-            largest["seconds"]["network"] / float32_run["seconds"]["network"], 3
+    if other_precision is not None:
+        bf16, fp32 = (
+            (largest, other_precision) if largest["cpu_bf16"] else (other_precision, largest)
         )
-        result["headline"]["end_to_end_over_network_float32"] = float32_run[
-            "end_to_end_over_network"
-        ]
+        result["headline"]["network_bfloat16_over_float32"] = round(
+            bf16["seconds"]["network"] / fp32["seconds"]["network"], 3
+        )
+        result["headline"]["end_to_end_over_network_bfloat16"] = bf16["end_to_end_over_network"]
     if len(folder_runs) == 2:
         plain, ahead = folder_runs
         result["headline"]["folder_prefetch_wall_over_plain"] = round(

@@ -7,7 +7,7 @@
 #   quick     16 small cases at 6 mm, tiny networks, a few minutes: a smoke run
 #   standard  90 cases at 1.5 x 1.5 x 2 mm (50 train / 10 validation / 30 test); the liver
 #             locator (4 mm) trains for DEMO_LOCATOR_MINUTES (3), then the refiner on liver
-#             boxes for DEMO_TRAIN_MINUTES (16): about 30 minutes in all with the install
+#             boxes for DEMO_TRAIN_MINUTES (15): about 30 minutes in all with the install
 #             (the measured time is in the bundle README)
 #   long      150 cases, 10 + 50 minutes of training
 # DEMO_MODEL=cascade (default) trains and scores the two-stage cascade; DEMO_MODEL=single
@@ -32,7 +32,7 @@ case "$DEMO_BUDGET" in
     # 50 train / 10 validation / 30 test at 1.5 x 1.5 x 2 mm (the refiner's voxel size).
     CASES=90; SHAPE="272 272 144"; SPACING="1.5 1.5 2"; VAL_FRACTION=0.1112; TEST_FRACTION=0.3334
     SINGLE="demo.yaml"; CASCADE="demo.yaml cascade.yaml"
-    EPOCHS=65; VAL_INTERVAL=10; MINUTES="${DEMO_TRAIN_MINUTES:-16}"
+    EPOCHS=65; VAL_INTERVAL=10; MINUTES="${DEMO_TRAIN_MINUTES:-15}"
     LOCATOR_EPOCHS=40; LOCATOR_MINUTES="${DEMO_LOCATOR_MINUTES:-3}"; RECORD="${DEMO_RECORD:-1}" ;;
   long)
     CASES=150; SHAPE="272 272 144"; SPACING="1.5 1.5 2"; VAL_FRACTION=0.1; TEST_FRACTION=0.2

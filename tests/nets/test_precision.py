@@ -98,17 +98,20 @@ def test_autocast_is_chosen_by_device_and_switch():
     assert cpu_bf16_default("cpu") == native_cpu_bf16()
 
 
-def test_the_bundle_switch_reaches_training_validation_and_the_predictor():
+def test_training_defaults_to_native_bfloat16_and_inference_to_float32():
     parser = ConfigParser()
     parser.read_config(TRAIN_QUICK)
-    assert parser.get_parsed_content("cpu_bf16") == native_cpu_bf16()
-    parser.update({"cpu_bf16": True})
+    assert parser.get_parsed_content("train_cpu_bf16") == native_cpu_bf16()
+    assert parser.get_parsed_content("cpu_bf16") is False  # inference: see common.yaml
+    assert parser["scan_predictor"]["cpu_bf16"] == "@cpu_bf16"
+    assert parser["locator"]["predictor"]["cpu_bf16"] == "@cpu_bf16"
+    parser.update({"train_cpu_bf16": True})
     for key in ("train#inferer", "validate#inferer"):
         inferer = parser.get_parsed_content(key, instantiate=True)
         assert isinstance(inferer, CpuBf16Inferer) and inferer.enabled
     parser = ConfigParser()
     parser.read_config(TRAIN_QUICK)
-    parser.update({"cpu_bf16": False})
+    parser.update({"train_cpu_bf16": False})
     assert not parser.get_parsed_content("validate#inferer").enabled
 
 
