@@ -35,7 +35,7 @@ def native_cpu_bf16() -> bool:
 
 
 def cpu_bf16_default(device: str | torch.device) -> bool:
-    """The bundle's default for ``cpu_bf16``: on for a CPU device with native bfloat16."""
+    """Training's default (train.yaml ``train_cpu_bf16``): on for a CPU with native bfloat16."""
     return torch.device(device).type == "cpu" and native_cpu_bf16()
 
 
@@ -78,7 +78,7 @@ class CpuBf16Inferer(Inferer):
     Args:
         inferer: the inferer that runs the network (``SimpleInferer`` in training,
             ``SlidingWindowInferer`` in validation).
-        enabled: the bundle's ``cpu_bf16`` switch.
+        enabled: the bundle's ``train_cpu_bf16`` switch.
     """
 
     def __init__(self, inferer: Inferer, enabled: bool = True) -> None:
