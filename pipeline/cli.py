@@ -169,6 +169,8 @@ def _sim2real(args: argparse.Namespace) -> int:
             f"{case['liver_volume_ref_ml']:.0f} mL), {case['tumours_predicted']} tumour(s) "
             f"predicted ({case['tumour_volume_predicted_ml']:.1f} mL), figure {case['figure']}"
         )
+        for reason in [*case["warnings"], *case["qc"].get("reasons", [])]:
+            print(f"  {case['case']}: {reason}")
     return 0
 
 

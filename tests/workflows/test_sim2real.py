@@ -61,6 +61,10 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
         # Predicted tumours are reported (the real scans have no tumour labels).
         assert case["tumours_predicted"] >= 0 and case["tumour_volume_predicted_ml"] >= 0
         assert (case["tumours_predicted"] == 0) == (case["tumour_volume_predicted_ml"] == 0)
+    # The DICOM series is 20 slices (40 mm) deep: its QC verdict says so, beside the Dice.
+    dicom = record["cases"][1]
+    assert dicom["qc"]["verdict"] == "warn"
+    assert any("20 slices cover 40 mm" in reason for reason in dicom["qc"]["reasons"])
     # The 3 mm scan covers the whole liver: a litre or two.
     assert 500 < record["cases"][0]["liver_volume_ref_ml"] < 3000
     assert json.loads((tmp_path / "out" / "sim2real.json").read_text())["cases"]
