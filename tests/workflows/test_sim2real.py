@@ -65,6 +65,6 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
     dicom = record["cases"][1]
     assert dicom["qc"]["verdict"] == "warn"
     assert any("20 slices cover 40 mm" in reason for reason in dicom["qc"]["reasons"])
-    # The 3 mm scan covers the whole liver: a litre or two.
+    # The 3 mm scan holds a litre or two of liver (its dome reaches the last slice).
     assert 500 < record["cases"][0]["liver_volume_ref_ml"] < 3000
     assert json.loads((tmp_path / "out" / "sim2real.json").read_text())["cases"]
