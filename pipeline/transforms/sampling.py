@@ -94,48 +94,6 @@ def _per_lesion(
     return np.concatenate(draws).astype(np.int64)
 
 
-class LesionBalancedIndicesd(MapTransform):
-    """Store lesion-balanced crop-centre candidates of ``keys`` under ``<key><postfix>``.
-
-    Use it after every transform that changes the grid (orientation, spacing, cropping,
-    padding) and before ``RandCropByLabelClassesd(indices_key="label_cls_indices")``.
-
-    Args:
-        keys: the label map key(s).
-        num_classes: number of classes.
-        per_lesion: candidates per lesion (see :func:`lesion_balanced_class_indices`).
-        max_per_class: cap of the other classes' candidates.
-        postfix: appended to the key to name the output.
-        allow_missing_keys: do not raise when a key is absent.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        num_classes: int = 3,
-        per_lesion: int = 100,
-        max_per_class: int = 20000,
-        postfix: str = "_cls_indices",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if per_lesion < 1:
-            raise ValueError(f"per_lesion must be at least 1, got {per_lesion}")
-        self.num_classes = num_classes
-        self.per_lesion = per_lesion
-        self.max_per_class = max_per_class
-        self.postfix = postfix
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, object]:
-        """Add the index lists; the inputs pass unchanged."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[f"{key}{self.postfix}"] = lesion_balanced_class_indices(
-                d[key], self.num_classes, self.per_lesion, self.max_per_class
-            )
-        return d
-
-
 def class_indices(label: np.ndarray | torch.Tensor, num_classes: int = 3) -> list[torch.Tensor]:
     """Flattened indices of every voxel of each class, as ``RandCropByLabelClassesd`` lists them.
 
@@ -187,5 +145,46 @@ class ClassIndicesd(MapTransform):
         """Add the index lists; the inputs pass unchanged."""
         d = dict(data)
         for key in self.key_iterator(d):
-            d[f"{key}{self.postfix}"] = class_indices(d[key], self.num_classes)
+            d[f"{key}{self.postfix}"] = self.indices(d[key])
         return d
+
+    def indices(self, label: torch.Tensor) -> list[torch.Tensor]:
+        """The crop-centre candidates of one label map, a list per class."""
+        return class_indices(label, self.num_classes)
+
+
+class LesionBalancedIndicesd(ClassIndicesd):
+    """Store lesion-balanced crop-centre candidates of ``keys`` under ``<key><postfix>``.
+
+    Use it after every transform that changes the grid (orientation, spacing, cropping,
+    padding) and before ``RandCropByLabelClassesd(indices_key="label_cls_indices")``.
+
+    Args:
+        keys: the label map key(s).
+        num_classes: number of classes.
+        per_lesion: candidates per lesion (see :func:`lesion_balanced_class_indices`).
+        max_per_class: cap of the other classes' candidates.
+        postfix: appended to the key to name the output.
+        allow_missing_keys: do not raise when a key is absent.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_classes: int = 3,
+        per_lesion: int = 100,
+        max_per_class: int = 20000,
+        postfix: str = "_cls_indices",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, num_classes, postfix, allow_missing_keys)
+        if per_lesion < 1:
+            raise ValueError(f"per_lesion must be at least 1, got {per_lesion}")
+        self.per_lesion = per_lesion
+        self.max_per_class = max_per_class
+
+    def indices(self, label: torch.Tensor) -> list[torch.Tensor]:
+        """Each lesion's ``per_lesion`` candidates; the other classes capped."""
+        return lesion_balanced_class_indices(
+            label, self.num_classes, self.per_lesion, self.max_per_class
+        )

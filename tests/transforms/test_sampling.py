@@ -52,20 +52,27 @@ def test_draws_are_deterministic_and_absent_classes_empty():
     assert len(first[2]) == 0 and len(first[1]) == 8
 
 
-def _tumour_cropper(indices_key: str | None) -> RandCropByLabelClassesd:
-    """400 tumour-centred 4^3 crops, from precomputed indices or by voxel (None)."""
+def _cropper(
+    indices_key: str | None, ratios: list[int], size: int, samples: int, seed: int
+) -> RandCropByLabelClassesd:
+    """``samples`` crops of ``size``^3 centred by ``ratios``, from listed indices or by voxel."""
     cropper = RandCropByLabelClassesd(
         ["image", "label"],
         "label",
-        spatial_size=(4, 4, 4),
-        ratios=[0, 0, 1],
+        spatial_size=(size, size, size),
+        ratios=ratios,
         num_classes=3,
-        num_samples=400,
+        num_samples=samples,
         indices_key=indices_key,
         warn=False,
     )
-    cropper.set_random_state(0)
+    cropper.set_random_state(seed)
     return cropper
+
+
+def _tumour_cropper(indices_key: str | None) -> RandCropByLabelClassesd:
+    """400 tumour-centred 4^3 crops, from precomputed indices or by voxel (None)."""
+    return _cropper(indices_key, [0, 0, 1], 4, 400, 0)
 
 
 def test_crops_centre_on_a_small_lesion_as_often_as_on_a_large_one():
@@ -115,28 +122,13 @@ def test_class_indices_are_the_lists_the_crop_makes_itself(as_meta):
     assert sum(len(i) for i in listed) == flat.size  # every voxel once
 
 
-def _cropper(indices_key: str | None, ratios: list[int], size: int) -> RandCropByLabelClassesd:
-    cropper = RandCropByLabelClassesd(
-        ["image", "label"],
-        "label",
-        spatial_size=(size, size, size),
-        ratios=ratios,
-        num_classes=3,
-        num_samples=300,
-        indices_key=indices_key,
-        warn=False,
-    )
-    cropper.set_random_state(3)
-    return cropper
-
-
 def test_crops_from_listed_indices_are_the_crops_drawn_without_them():
     data = _three_class_volume()
     listed = ClassIndicesd("label", num_classes=3)(data)
     assert set(listed) == {"image", "label", "label_cls_indices"}
     for _ in range(2):  # the second call continues the same random stream on both sides
-        from_list = _cropper("label_cls_indices", [1, 2, 3], 8)(dict(listed))
-        by_scan = _cropper(None, [1, 2, 3], 8)(dict(data))
+        from_list = _cropper("label_cls_indices", [1, 2, 3], 8, 300, 3)(dict(listed))
+        by_scan = _cropper(None, [1, 2, 3], 8, 300, 3)(dict(data))
         for a, b in zip(from_list, by_scan, strict=True):
             assert a["image"].meta["crop_center"] == b["image"].meta["crop_center"]
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
@@ -146,7 +138,7 @@ def test_crops_from_listed_indices_are_the_crops_drawn_without_them():
 def test_crops_from_listed_indices_centre_on_their_class_in_the_ratios():
     # 1^3 crops: the centre is the crop, never moved inward from the border.
     data = ClassIndicesd("label", num_classes=3)(_three_class_volume())
-    crops = _cropper("label_cls_indices", [1, 2, 3], 1)(data)
+    crops = _cropper("label_cls_indices", [1, 2, 3], 1, 300, 3)(data)
     counts = np.bincount([int(c["label"].item()) for c in crops], minlength=3)
     assert abs(counts / counts.sum() - np.array([1, 2, 3]) / 6).max() < 0.08
     assert all(float(c["image"].item()) // 10 == int(c["label"].item()) for c in crops)
