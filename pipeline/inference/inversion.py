@@ -80,10 +80,18 @@ def axis_index_maps(
         return None
     if names.count(_RESAMPLE) > 1:
         return None
-    # Reorientation and resampling first, then only crops and pads (index shifts).
-    first_shift = next((k for k, n in enumerate(names) if n in _CROPS | _PADS), len(names))
-    if any(n in {_REORIENT, _RESAMPLE} for n in names[first_shift:]):
+    # Reorientation first; crops and pads before the resampling (the body's box, cut on
+    # the scan's grid) only limit which scan voxels the network saw; those after it are
+    # index shifts of the network's grid.
+    resample_at = names.index(_RESAMPLE) if _RESAMPLE in names else -1
+    first_shift = next(
+        (k for k, n in enumerate(names) if n in _CROPS | _PADS and k > resample_at), len(names)
+    )
+    if any(n == _REORIENT for n in names[1:]) or any(
+        n not in _CROPS | _PADS for n in names[first_shift:]
+    ):
         return None
+    seen_region = _seen_region(operations[resample_at]) if resample_at > 0 else None
     shift = np.zeros(3, dtype=np.int64)
     for operation in operations[first_shift:]:
         moved = _index_shift(operation)
@@ -126,8 +134,41 @@ def axis_index_maps(
         outside = (nearest < 0) | (nearest >= size)
         nearest = nearest + shift[target]
         outside |= (nearest < 0) | (nearest >= network_shape[target])
+        if seen_region is not None:
+            outside |= _outside(seen_region, original_affine, axis, target, original_shape)
         indices.append(np.where(outside, -1, nearest))
     return axes, indices
+
+
+def _seen_region(resampling: dict[str, Any]) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """The grid the resampling read (affine, shape): a crop of the scan before it, if any."""
+    source_affine = resampling.get("extra_info", {}).get("src_affine")
+    if source_affine is None:
+        return None
+    affine = np.asarray(
+        source_affine.cpu() if isinstance(source_affine, torch.Tensor) else source_affine,
+        dtype=np.float64,
+    )
+    return affine, tuple(int(s) for s in resampling["orig_size"])
+
+
+def _outside(
+    region: tuple[np.ndarray, tuple[int, ...]],
+    original_affine: np.ndarray,
+    axis: int,
+    target: int,
+    original_shape: Sequence[int],
+) -> np.ndarray:
+    """Which voxels of scan axis ``axis`` lie outside ``region`` (its axis ``target``).
+
+    Outside a crop taken before the resampling the network saw nothing: background there,
+    as ``Invertd`` pads the crop back with zeros.
+    """
+    affine, shape = region
+    scan_to_region = np.linalg.inv(affine) @ np.asarray(original_affine, np.float64)
+    position = scan_to_region[target, axis] * np.arange(original_shape[axis])
+    position = position + scan_to_region[target, 3]
+    return (position < -0.5) | (position > shape[target] - 0.5)
 
 
 IndexMaps = tuple[list[int], list[np.ndarray]]

@@ -50,7 +50,7 @@ from pipeline.inference.scans import (
 )
 from pipeline.nets.precision import autocast_for
 from pipeline.transforms.lesion_filter import LesionFilter
-from pipeline.transforms.postprocess import keep_largest_liver_blocks
+from pipeline.transforms.postprocess import keep_largest_liver_blocks, postprocess_label_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,9 @@ class ScanPredictor:
             labels = lesion_filter(labels, probabilities)
             maps = axis_index_maps(data["image"], output.original_affine, output.original_shape)
         with timed(seconds, "postprocess"):
-            labels = self._drop_liver_islands(labels, maps)
+            labels, postprocessed = self._postprocess_on_network_grid(
+                labels, maps, output.original_affine
+            )
         with timed(seconds, "invert"):
             inverted = self._invert_labels(labels, data, output, maps)
             prob_out = None
@@ -338,7 +340,7 @@ class ScanPredictor:
                 data["prob"] = MetaTensor(probabilities, meta=dict(data["image"].meta))
                 prob_out = np.asarray(self._invert_probabilities(data)["prob"], np.float32)
         with timed(seconds, "postprocess"):
-            if self.postprocessing is not None:
+            if self.postprocessing is not None and not postprocessed:
                 inverted = self.postprocessing({"pred": inverted})["pred"]
             result = np.asarray(torch.as_tensor(inverted)[0].round().cpu().numpy(), np.uint8)
         if result.shape != output.original_shape:  # Invertd restores the grid; guard it
@@ -350,23 +352,44 @@ class ScanPredictor:
         self.quality.check_mask(result, output.original_affine, quality)
         return Prediction(result, output.original_affine, prob_out, seconds, quality=quality)
 
-    def _drop_liver_islands(self, labels: torch.Tensor, maps: IndexMaps | None) -> torch.Tensor:
-        """Post-processing's largest-liver step, done early on the network's grid.
+    def _postprocess_on_network_grid(
+        self, labels: torch.Tensor, maps: IndexMaps | None, original_affine: np.ndarray
+    ) -> tuple[torch.Tensor, bool]:
+        """Post-processing done early, on the network's grid, where that is exact.
 
-        The same result as on the scan's grid when the inversion is a block map without
-        gaps (:func:`~pipeline.transforms.postprocess.keep_largest_liver_blocks`), so the
-        full-resolution post-processing then works in one liver's box; otherwise, or when
-        the post-processing keeps every component, the labels are returned unchanged.
+        When the inversion is a block map without gaps (``inversion.block_sizes``), every
+        step but the morphology gives on the network's grid, with components weighted by
+        their blocks, exactly the scan grid's result
+        (:func:`~pipeline.transforms.postprocess.postprocess_label_blocks`): 12 million
+        voxels to label instead of 79 million at 512 x 512 x 300. With morphology only
+        the largest-liver step is done early, so that the scan grid's steps work in one
+        liver's box.
+
+        Returns:
+            The labels, and whether they are post-processed in full (the scan grid's
+            pass is then skipped).
         """
         transform = getattr(self.postprocessing, "transform", None)
         config = getattr(transform, "config", None)
-        if maps is None or config is None or not config.keep_largest_liver:
-            return labels
+        if maps is None or config is None:
+            return labels, False
         sizes = block_sizes(maps, labels.shape[1:])
         if sizes is None:
-            return labels
-        kept = keep_largest_liver_blocks(np.asarray(labels[0]), sizes)
-        return labels if kept is None else torch.from_numpy(kept)[None]
+            return labels, False
+        # The scan's voxel size along the network's axes (maps[0]: the network axis of
+        # each scan axis), for the tumours' volumes in mm^3.
+        scan_spacing = np.sqrt((np.asarray(original_affine)[:3, :3] ** 2).sum(axis=0))
+        spacing = [0.0] * 3
+        for scan_axis, network_axis in enumerate(maps[0]):
+            spacing[network_axis] = float(scan_spacing[scan_axis])
+        coarse = np.asarray(labels[0])
+        done = postprocess_label_blocks(coarse, sizes, spacing, config)
+        if done is not None:
+            return torch.from_numpy(done)[None], True
+        if not config.keep_largest_liver:
+            return labels, False
+        kept = keep_largest_liver_blocks(coarse, sizes)
+        return (labels if kept is None else torch.from_numpy(kept)[None]), False
 
     def _invert_labels(
         self,

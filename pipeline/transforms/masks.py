@@ -17,8 +17,13 @@ from scipy import ndimage
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
-def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+def largest_component(
+    mask: NDArray[np.bool_], weights: NDArray[np.floating] | None = None
+) -> NDArray[np.bool_]:
     """Largest 26-connected component of ``mask``.
+
+    With ``weights`` (one per voxel, ``mask``'s shape) a component's size is the sum of
+    its voxels' weights. Of components of equal size the first in array order is kept.
 
     scipy rather than MONAI's ``get_largest_connected_component_mask`` /
     ``KeepLargestConnectedComponent``: those need scikit-image on CPU, which is not
@@ -27,7 +32,7 @@ def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     components, n = ndimage.label(mask, structure=CONNECTIVITY_26)
     if n <= 1:
         return mask.copy()
-    sizes = np.bincount(components.ravel())
+    sizes = np.bincount(components.ravel(), None if weights is None else weights.ravel())
     sizes[0] = 0
     return np.asarray(components == int(np.argmax(sizes)))
 

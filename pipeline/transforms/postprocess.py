@@ -38,7 +38,9 @@ below fix those, each switchable through :class:`PostprocessConfig`, in this ord
 Speed: a CT is 512x512xN, but the liver fills a small box of it. All work, the
 connected components included, happens in the bounding box of the liver and tumour
 voxels, padded by the morphology radius so that closing near the box (or the image
-border) is exact.
+border) is exact. At inference, where the network's grid is up-sampled onto the scan's
+by whole blocks, :func:`postprocess_label_blocks` does every step but the morphology on
+the network's grid with the same result, so the full-size scan needs no pass at all.
 
 :func:`postprocess_labels` works on a 3D numpy array; :class:`PostprocessLabels` and
 :class:`PostprocessLabelsd` wrap it as MONAI array / dictionary transforms for a
@@ -76,6 +78,7 @@ __all__ = [
     "PostprocessLabels",
     "PostprocessLabelsd",
     "ball_structure",
+    "postprocess_label_blocks",
     "postprocess_labels",
 ]
 
@@ -162,14 +165,16 @@ def keep_largest_liver_blocks(
         this grid cannot tell.
     """
     sizes = [np.asarray(size, dtype=np.float64) for size in block_sizes]
-    # Voxels that are nowhere on the final grid (size 0) join nothing there.
-    liver = (labels >= LIVER) & np.einsum("i,j,k->ijk", *[s > 0 for s in sizes])
+    liver = _on_final_grid(labels >= LIVER, sizes)
     if not liver.any():
         return np.where(liver, labels, BACKGROUND).astype(labels.dtype, copy=False)
     image_box, _, _ = padded_box(liver, 0)
     components, n = ndimage.label(liver[image_box], structure=CONNECTIVITY_26)
-    weights = np.einsum("i,j,k->ijk", *[s[box] for s, box in zip(sizes, image_box, strict=True)])
-    totals = np.bincount(components.ravel(), weights=weights.ravel())
+    # Weights of the liver's voxels only (a weak model's box is mostly background).
+    where = np.nonzero(components)
+    weights = sizes[0][image_box[0]][where[0]] * sizes[1][image_box[1]][where[1]]
+    weights *= sizes[2][image_box[2]][where[2]]
+    totals = np.bincount(components[where], weights=weights, minlength=n + 1)
     totals[0] = 0.0
     order = np.argsort(totals)
     if n > 1 and totals[order[-1]] == totals[order[-2]]:
@@ -177,6 +182,60 @@ def keep_largest_liver_blocks(
     kept = np.zeros(labels.shape, dtype=bool)
     kept[image_box] = components == order[-1]
     return np.where(kept, labels, BACKGROUND).astype(labels.dtype, copy=False)
+
+
+def postprocess_label_blocks(
+    labels: NDArray[Any],
+    block_sizes: Sequence[NDArray[Any]],
+    spacing: Sequence[float] | NDArray[Any],
+    config: PostprocessConfig | None = None,
+) -> NDArray[Any] | None:
+    """All of :func:`postprocess_labels` on a coarse grid that is later up-sampled.
+
+    ``labels`` and ``block_sizes`` are as for :func:`keep_largest_liver_blocks`: each voxel
+    stands for a block of voxels of the final grid, and blocks touch exactly when their
+    voxels are neighbours. Every step but the morphology is then a matter of connected
+    components (26-connected objects, 6-connected background for holes) and of their
+    volumes, so on the coarse grid with each component weighted by its blocks the steps
+    give exactly the final grid's result, up-sampled (tested against it): the full-size
+    scan needs no post-processing pass of its own.
+
+    Args:
+        labels: 3D label map on the coarse grid.
+        block_sizes: per coarse axis, how many final-grid voxels each index stands for
+            (0: nowhere on the final grid).
+        spacing: voxel size (mm) of the final grid, along the coarse grid's axes.
+        config: the steps; ``PostprocessConfig()`` when None.
+
+    Returns:
+        The post-processed coarse labels; None when the result would not be exact here
+        (opening, closing or the slice-wise hole filling asked for, or two largest liver
+        components of equal weight), so the caller post-processes the final grid instead.
+    """
+    config = config or PostprocessConfig()
+    if config.liver_opening_mm or config.liver_closing_mm or config.fill_holes_axial:
+        return None
+    sizes = [np.asarray(size) for size in block_sizes]
+    if config.keep_largest_liver:
+        kept = keep_largest_liver_blocks(labels, sizes)
+        if kept is None:
+            return None
+        # One liver component is left: labelling it again would change nothing.
+        config = dataclasses.replace(config, keep_largest_liver=False)
+    else:
+        on_final_grid = _on_final_grid(np.ones(labels.shape, dtype=bool), sizes)
+        kept = np.where(on_final_grid, labels, BACKGROUND).astype(labels.dtype, copy=False)
+    return postprocess_labels(kept, spacing, config, block_sizes=sizes)
+
+
+def _on_final_grid(mask: NDArray[np.bool_], block_sizes: Sequence[NDArray[Any]]) -> NDArray[Any]:
+    """``mask`` without the voxels of size 0 (nowhere on the final grid), a new array."""
+    mask = mask.copy()
+    for axis, size in enumerate(block_sizes):
+        index = [slice(None)] * mask.ndim
+        index[axis] = np.flatnonzero(np.asarray(size) == 0)
+        mask[tuple(index)] = False
+    return mask
 
 
 def _validate_spacing(spacing: Sequence[float] | NDArray[Any]) -> tuple[float, float, float]:
@@ -191,6 +250,7 @@ def postprocess_labels(
     labels: NDArray[Any],
     spacing: Sequence[float] | NDArray[Any],
     config: PostprocessConfig | None = None,
+    block_sizes: Sequence[NDArray[Any]] | None = None,
 ) -> NDArray[Any]:
     """Clean a predicted liver / tumour label map (see the module docstring for the steps).
 
@@ -199,6 +259,9 @@ def postprocess_labels(
             numeric dtype holding those values works.
         spacing: Voxel size in mm along each array axis.
         config: Steps and parameters; ``PostprocessConfig()`` when None.
+        block_sizes: per axis, how many voxels of size ``spacing`` each index stands
+            for, weighing the largest component and the tumour volumes
+            (:func:`postprocess_label_blocks`); None: one each.
 
     Returns:
         A new label map with the same shape and dtype; ``labels`` is not modified.
@@ -208,6 +271,11 @@ def postprocess_labels(
     if labels.ndim != 3:
         raise ValueError(f"expected a 3D label map, got shape {labels.shape}")
     voxel_spacing = _validate_spacing(spacing)
+    if block_sizes is not None and [len(size) for size in block_sizes] != list(labels.shape):
+        raise ValueError(
+            f"block_sizes of lengths {[len(size) for size in block_sizes]} for labels "
+            f"of shape {labels.shape}"
+        )
 
     liver = labels >= LIVER
     if not liver.any():
@@ -223,14 +291,21 @@ def postprocess_labels(
     mask = np.zeros(crop_shape, dtype=bool)
     mask[crop_box] = liver[image_box]
     del liver
+    weights = None
+    if block_sizes is not None:
+        weights = np.zeros(crop_shape, dtype=np.float64)
+        in_box = zip(block_sizes, image_box, strict=True)
+        weights[crop_box] = np.einsum(
+            "i,j,k->ijk", *[np.asarray(size, np.float64)[box] for size, box in in_box]
+        )
     if config.keep_largest_liver:
-        mask = largest_component(mask)
+        mask = largest_component(mask, weights)
 
     if config.liver_opening_mm > 0:
         structure = ball_structure(voxel_spacing, config.liver_opening_mm)
         mask = ndimage.binary_opening(mask, structure=structure)
         if config.keep_largest_liver and mask.any():
-            mask = largest_component(mask)
+            mask = largest_component(mask, weights)
     if config.liver_closing_mm > 0:
         structure = ball_structure(voxel_spacing, config.liver_closing_mm)
         mask = ndimage.binary_closing(mask, structure=structure)
@@ -267,7 +342,10 @@ def postprocess_labels(
         tumours, n_tumours = ndimage.label(cropped == TUMOUR, structure=CONNECTIVITY_26)
         if n_tumours:
             voxel_mm3 = float(np.prod(voxel_spacing))
-            volumes_mm3 = np.bincount(tumours.ravel()) * voxel_mm3
+            counts = np.bincount(
+                tumours.ravel(), None if weights is None else weights[crop_box].ravel()
+            )
+            volumes_mm3 = counts * voxel_mm3
             too_small = volumes_mm3 < config.min_tumour_mm3
             too_small[0] = False
             cropped[too_small[tumours]] = LIVER

@@ -37,8 +37,20 @@ def _scan(tmp_path, shape, spacing, axcodes_flip) -> str:
     return str(save_nifti(image, affine, tmp_path / "scan.nii.gz"))
 
 
-def _both(tmp_path, shape, spacing, flips, preprocess_extra=()):
+def _resampled_before_cropped(preprocess: list) -> list:
+    """The bundle's pre-processing with the body crop after the resampling, not before."""
+    names = [type(t).__name__ for t in preprocess]
+    crop, spacing = names.index("CropForegroundd"), names.index("Spacingd")
+    assert crop < spacing, "the bundle crops before it resamples"
+    reordered = list(preprocess)
+    reordered.insert(spacing, reordered.pop(crop))
+    return reordered
+
+
+def _both(tmp_path, shape, spacing, flips, preprocess_extra=(), crop_first=True):
     load, preprocess = _bundle_transforms()
+    if not crop_first:
+        preprocess = _resampled_before_cropped(preprocess)
     pipeline = Compose([*preprocess, *preprocess_extra])
     data = load({"image": _scan(tmp_path, shape, spacing, flips)})
     original_affine = np.asarray(data["image"].affine, dtype=np.float64)
@@ -63,10 +75,11 @@ def _both(tmp_path, shape, spacing, flips, preprocess_extra=()):
         ((60, 70, 50), (1.7, 1.9, 1.2), ()),  # RAS, up-sampling in plane
     ],
 )
-def test_index_map_equals_invertd_voxel_for_voxel(tmp_path, shape, spacing, flips):
+@pytest.mark.parametrize("crop_first", [True, False], ids=["crop_first", "resample_first"])
+def test_index_map_equals_invertd_voxel_for_voxel(tmp_path, shape, spacing, flips, crop_first):
     # Voxel sizes whose ratios to the network's (1.5, 1.5, 2) have odd denominators: no
     # scan voxel lies half-way between two network voxels (ties: the next test).
-    fast, reference, image, *_ = _both(tmp_path, shape, spacing, flips)
+    fast, reference, image, *_ = _both(tmp_path, shape, spacing, flips, crop_first=crop_first)
     crop = next(op for op in image.applied_operations if op["class"] == "CropForeground")
     assert any(crop["extra_info"]["cropped"])  # the crop really moved the grid
     assert fast is not None and fast.dtype == np.uint8
@@ -85,19 +98,33 @@ def test_ties_differ_only_where_two_network_voxels_are_equally_near(tmp_path):
     assert (fast == reference)[..., sorted(set(range(shape[2])) - ties)].all()
 
 
-def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path):
+@pytest.mark.parametrize("crop_first", [True, False], ids=["crop_first", "resample_first"])
+def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path, crop_first):
     # Up-sampled x (1.7 mm to 1.5 mm): scan voxel v lies at 1.7 v / 1.5 on the network's
     # grid, shifted by the foreground crop; check the map against that formula.
-    _, _, image, affine, shape = _both(tmp_path, (60, 70, 50), (1.7, 1.9, 1.2), ())
+    _, _, image, affine, shape = _both(
+        tmp_path, (60, 70, 50), (1.7, 1.9, 1.2), (), crop_first=crop_first
+    )
     axes, indices = axis_index_maps(image, affine, shape)
     assert axes == [0, 1, 2]
-    crop_low = next(
-        op["extra_info"]["cropped"][0]
+    crop_low, crop_high = next(
+        op["extra_info"]["cropped"][0:2]
         for op in image.applied_operations
         if op["class"] == "CropForeground"
     )
-    expected = np.floor(np.arange(60) * 1.7 / 1.5 + 0.5).astype(int) - crop_low
-    expected[(expected < 0) | (expected >= image.shape[1])] = -1
+    voxels = np.arange(60)
+    if crop_first:
+        # The crop is in scan voxels (the body's x // 5 = 12 and 60 // 8 = 7): the network
+        # saw scan voxels 12-52, its grid starts at scan voxel 12, and past its last
+        # centre a voxel takes the edge value ("border" padding).
+        assert (crop_low, crop_high) == (12, 7)
+        expected = np.floor((voxels - crop_low) * 1.7 / 1.5 + 0.5).astype(int)
+        expected = np.minimum(expected, image.shape[1] - 1)
+        expected[(voxels < crop_low) | (voxels >= 60 - crop_high)] = -1
+    else:
+        # The crop is in network voxels, after the resampling.
+        expected = np.floor(voxels * 1.7 / 1.5 + 0.5).astype(int) - crop_low
+        expected[(expected < 0) | (expected >= image.shape[1])] = -1
     np.testing.assert_array_equal(indices[0], expected)
 
 

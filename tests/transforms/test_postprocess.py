@@ -15,6 +15,7 @@ from pipeline.transforms.postprocess import (
     PostprocessLabelsd,
     ball_structure,
     keep_largest_liver_blocks,
+    postprocess_label_blocks,
     postprocess_labels,
 )
 
@@ -381,6 +382,70 @@ def test_largest_liver_on_the_coarse_grid_is_the_fine_grids_by_block_size():
         postprocess_labels(_upsample(kept, sizes), spacing, only_largest),
         postprocess_labels(_upsample(coarse, sizes), spacing, only_largest),
     )
+
+
+def _random_scene(seed):
+    """Coarse labels with islands, enclosed and open holes, tumours in and out of the
+    liver, and block sizes of 1-3 with size-0 slabs at the ends (as an index map makes)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (18, 16, 12)
+    liver = ndimage.binary_dilation(rng.random(shape) > 0.9, iterations=1)
+    liver[3:13, 3:12, 2:9] = True
+    liver[6:9, 6:9, 4:6] = False  # a cavity, enclosed on the coarse grid
+    coarse = np.where(liver, LIVER, BACKGROUND).astype(np.uint8)
+    tumour = (rng.random(shape) > 0.93) | (rng.random(shape) > 0.995)[..., ::-1]
+    coarse[tumour] = TUMOUR  # single voxels and pairs: some in liver, some floating
+    sizes = []
+    for n in shape:
+        size = rng.integers(1, 4, n)
+        size[: rng.integers(0, 2)] = 0
+        size[n - rng.integers(0, 3) :] = 0
+        sizes.append(size)
+    return coarse, sizes
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "config",
+    [
+        PostprocessConfig(),  # the bundle's steps
+        PostprocessConfig(min_tumour_mm3=30.0),
+        PostprocessConfig(keep_largest_liver=False, min_tumour_mm3=5.0),
+    ],
+    ids=["default", "min_30mm3", "all_components"],
+)
+def test_postprocessing_on_the_coarse_grid_is_the_fine_grids_result(seed, config):
+    coarse, sizes = _random_scene(seed)
+    spacing = (0.8, 0.7, 2.0)  # tumour volumes weigh blocks in mm^3 of the fine grid
+    on_fine = postprocess_labels(_upsample(coarse, sizes), spacing, config)
+    on_coarse = postprocess_label_blocks(coarse, sizes, spacing, config)
+    assert on_coarse is not None
+    np.testing.assert_array_equal(_upsample(on_coarse, sizes), on_fine)
+    # The scene exercises the steps: the cavity is filled, islands and tumours change.
+    assert (on_fine != _upsample(coarse, sizes)).any()
+    assert (on_coarse[6:9, 6:9, 4:6] != BACKGROUND).all()
+
+
+def test_a_tumour_volume_on_the_coarse_grid_counts_its_blocks():
+    coarse = np.full((8, 8, 8), LIVER, dtype=np.uint8)
+    coarse[0, :, :] = coarse[-1, :, :] = BACKGROUND
+    coarse[3, 3, 3] = TUMOUR  # one coarse voxel: a 2 x 2 x 1 block of 1 mm^3 = 4 mm^3
+    sizes = [np.full(8, 2), np.full(8, 2), np.full(8, 1)]
+    kept = postprocess_label_blocks(coarse, sizes, ISO, PostprocessConfig(min_tumour_mm3=4.0))
+    dropped = postprocess_label_blocks(coarse, sizes, ISO, PostprocessConfig(min_tumour_mm3=4.5))
+    assert kept[3, 3, 3] == TUMOUR and dropped[3, 3, 3] == LIVER
+
+
+def test_morphology_is_left_to_the_fine_grid():
+    coarse, sizes = _random_scene(0)
+    for config in (
+        PostprocessConfig(liver_opening_mm=2.0),
+        PostprocessConfig(liver_closing_mm=2.0),
+        PostprocessConfig(fill_holes_axial=True),
+    ):
+        assert postprocess_label_blocks(coarse, sizes, ISO, config) is None
 
 
 def test_blocks_with_a_gap_are_left_to_the_fine_grid():

@@ -1,0 +1,57 @@
+"""A NIfTI reader for MONAI's ``LoadImage`` that hands over C-ordered arrays cheaply.
+
+NIfTI stores voxels in Fortran order (x fastest) and MONAI's ``LoadImage`` makes every
+array C-contiguous (``convert_to_numpy`` calls ``np.ascontiguousarray``). For a 512 x
+512 x 300 int16 CT numpy's whole-array transpose copy took 0.98 s on this project's
+2-core machine, more than the gzip read before it (0.46 s with ISA-L): it walks the
+source with a stride of one whole slice and misses the cache on nearly every voxel.
+Copying slab by slab along the last axis (each slab of a Fortran array is one contiguous
+run of memory) gives the identical array in 0.27 s. No maintained library offers the
+blocked copy, hence these few lines; MONAI's ``NibabelReader`` does everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from monai.data import NibabelReader
+
+SLAB_BYTES = 1 << 21
+"""Source bytes copied at a time: a slab this size and its destination stay in cache."""
+
+
+def c_ordered(array: np.ndarray, slab_bytes: int = SLAB_BYTES) -> np.ndarray:
+    """``np.ascontiguousarray(array)``, copied slab by slab along the last axis.
+
+    Args:
+        array: any array; one that is C-contiguous already, or has fewer than two axes,
+            is returned as it is (as ``np.ascontiguousarray`` would).
+        slab_bytes: about how many bytes of ``array`` each step copies.
+
+    Returns:
+        A C-contiguous array equal to ``array``, of its dtype.
+    """
+    if array.flags.c_contiguous or array.ndim < 2:
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, dtype=array.dtype)
+    bytes_per_index = max(1, array.size // array.shape[-1] * array.itemsize)
+    step = max(1, slab_bytes // bytes_per_index)
+    for start in range(0, array.shape[-1], step):
+        out[..., start : start + step] = array[..., start : start + step]
+    return out
+
+
+class COrderNibabelReader(NibabelReader):
+    """MONAI's ``NibabelReader`` whose arrays are C-contiguous already (see the module).
+
+    A drop-in for ``LoadImage(reader=...)``: same arguments, same metadata, the same
+    array values; ``LoadImage`` then finds nothing left to copy.
+    """
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """The image's voxels, C-ordered, and its metadata (``NibabelReader.get_data``)."""
+        array, meta = super().get_data(img)
+        if isinstance(array, np.ndarray):  # a cupy array (to_gpu) is left to MONAI
+            array = c_ordered(array)
+        return array, meta
