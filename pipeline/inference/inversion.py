@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 _REORIENT = "Orientation"
-_RESAMPLE = "SpatialResample"
+# MONAI's Spacingd records "SpatialResample"; the project's faster one records its name.
+_RESAMPLES = frozenset({"SpatialResample", "AxisAlignedSpacingd"})
 # Transforms that only cut or pad the grid (a shift of indices).
 _CROPS = frozenset({"CropForeground", "SpatialCrop", "CenterSpatialCrop"})
 _PADS = frozenset({"SpatialPad", "BorderPad", "DivisiblePad", "Pad"})
@@ -76,14 +77,15 @@ def axis_index_maps(
     """
     operations = list(getattr(image, "applied_operations", []))
     names = [op["class"] for op in operations]
-    if any(name not in {_REORIENT, _RESAMPLE} | _CROPS | _PADS for name in names):
+    if any(name not in {_REORIENT} | _RESAMPLES | _CROPS | _PADS for name in names):
         return None
-    if names.count(_RESAMPLE) > 1:
+    resamplings = [k for k, name in enumerate(names) if name in _RESAMPLES]
+    if len(resamplings) > 1:
         return None
     # Reorientation first; crops and pads before the resampling (the body's box, cut on
     # the scan's grid) only limit which scan voxels the network saw; those after it are
     # index shifts of the network's grid.
-    resample_at = names.index(_RESAMPLE) if _RESAMPLE in names else -1
+    resample_at = resamplings[0] if resamplings else -1
     first_shift = next(
         (k for k, n in enumerate(names) if n in _CROPS | _PADS and k > resample_at), len(names)
     )
@@ -105,8 +107,8 @@ def axis_index_maps(
         else network_shape
     )
     padding_mode = "border"
-    if _RESAMPLE in names:
-        padding_mode = str(operations[names.index(_RESAMPLE)]["extra_info"].get("padding_mode"))
+    if resamplings:
+        padding_mode = str(operations[resample_at]["extra_info"].get("padding_mode"))
         if padding_mode not in {"border", "zeros"}:
             return None
     # Voxel of the resampled (uncropped) grid = network voxel - shift.

@@ -40,7 +40,7 @@ def _scan(tmp_path, shape, spacing, axcodes_flip) -> str:
 def _resampled_before_cropped(preprocess: list) -> list:
     """The bundle's pre-processing with the body crop after the resampling, not before."""
     names = [type(t).__name__ for t in preprocess]
-    crop, spacing = names.index("CropForegroundd"), names.index("Spacingd")
+    crop, spacing = names.index("CropForegroundd"), names.index("AxisAlignedSpacingd")
     assert crop < spacing, "the bundle crops before it resamples"
     reordered = list(preprocess)
     reordered.insert(spacing, reordered.pop(crop))
@@ -100,8 +100,10 @@ def test_ties_differ_only_where_two_network_voxels_are_equally_near(tmp_path):
 
 @pytest.mark.parametrize("crop_first", [True, False], ids=["crop_first", "resample_first"])
 def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path, crop_first):
-    # Up-sampled x (1.7 mm to 1.5 mm): scan voxel v lies at 1.7 v / 1.5 on the network's
-    # grid, shifted by the foreground crop; check the map against that formula.
+    # Up-sampled x (1.7 mm to 1.5 mm): network voxel j lies at scan index
+    # (j + 0.5) 1.5 / 1.7 - 0.5 (pipeline/transforms/spacing.py), so scan voxel v at
+    # network index (v + 0.5) 1.7 / 1.5 - 0.5, nearest floor((v + 0.5) 1.7 / 1.5), shifted
+    # by the foreground crop; check the map against that formula.
     _, _, image, affine, shape = _both(
         tmp_path, (60, 70, 50), (1.7, 1.9, 1.2), (), crop_first=crop_first
     )
@@ -118,12 +120,12 @@ def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path, crop_first):
         # saw scan voxels 12-52, its grid starts at scan voxel 12, and past its last
         # centre a voxel takes the edge value ("border" padding).
         assert (crop_low, crop_high) == (12, 7)
-        expected = np.floor((voxels - crop_low) * 1.7 / 1.5 + 0.5).astype(int)
+        expected = np.floor((voxels - crop_low + 0.5) * 1.7 / 1.5).astype(int)
         expected = np.minimum(expected, image.shape[1] - 1)
         expected[(voxels < crop_low) | (voxels >= 60 - crop_high)] = -1
     else:
         # The crop is in network voxels, after the resampling.
-        expected = np.floor(voxels * 1.7 / 1.5 + 0.5).astype(int) - crop_low
+        expected = np.floor((voxels + 0.5) * 1.7 / 1.5).astype(int) - crop_low
         expected[(expected < 0) | (expected >= image.shape[1])] = -1
     np.testing.assert_array_equal(indices[0], expected)
 
