@@ -342,7 +342,10 @@ class ScanPredictor:
         with timed(seconds, "postprocess"):
             if self.postprocessing is not None and not postprocessed:
                 inverted = self.postprocessing({"pred": inverted})["pred"]
-            result = np.asarray(torch.as_tensor(inverted)[0].round().cpu().numpy(), np.uint8)
+            labels_out = torch.as_tensor(inverted)[0]
+            if labels_out.is_floating_point():  # Invertd's output; the index map's is uint8
+                labels_out = labels_out.round()
+            result = np.asarray(labels_out.cpu().numpy(), np.uint8)
         if result.shape != output.original_shape:  # Invertd restores the grid; guard it
             raise RuntimeError(
                 f"{scan.path}: mask shape {result.shape} differs from the scan's "

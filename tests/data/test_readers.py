@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from monai.data import NibabelReader
 from monai.transforms import LoadImage
 
@@ -18,6 +19,13 @@ def test_slab_copy_equals_numpy_contiguous_copy(slab_bytes, dtype):
     copied = c_ordered(fortran, slab_bytes)
     assert copied.flags.c_contiguous and copied.dtype == dtype
     np.testing.assert_array_equal(copied, fortran)
+
+
+def test_slab_copy_casts_on_the_way():
+    fortran = np.asfortranarray(np.arange(-300, 6 * 5 * 10 - 300, dtype=np.int16).reshape(6, 5, 10))
+    copied = c_ordered(fortran, 64, dtype=np.float32)
+    assert copied.flags.c_contiguous and copied.dtype == np.float32
+    np.testing.assert_array_equal(copied, fortran.astype(np.float32))
 
 
 def test_a_c_contiguous_array_is_not_copied():
@@ -37,3 +45,6 @@ def test_reader_gives_the_default_readers_image(tmp_path):
     np.testing.assert_array_equal(np.asarray(ours), image)
     np.testing.assert_array_equal(np.asarray(ours.affine), np.asarray(default.affine))
     assert ours.meta["spatial_shape"].tolist() == [33, 20, 9]
+    as_float = LoadImage(reader=COrderNibabelReader(dtype=np.float32), image_only=True)(path)
+    assert as_float.dtype == torch.float32 and as_float.is_contiguous()
+    np.testing.assert_array_equal(np.asarray(as_float), image.astype(np.float32))
