@@ -50,7 +50,10 @@ from pipeline.inference.scans import (
 )
 from pipeline.nets.precision import autocast_for
 from pipeline.transforms.lesion_filter import LesionFilter
-from pipeline.transforms.postprocess import keep_largest_liver_blocks, postprocess_label_blocks
+from pipeline.transforms.postprocess_blocks import (
+    keep_largest_liver_blocks,
+    postprocess_label_blocks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +366,7 @@ class ScanPredictor:
         When the inversion is a block map without gaps (``inversion.block_sizes``), every
         step but the morphology gives on the network's grid, with components weighted by
         their blocks, exactly the scan grid's result
-        (:func:`~pipeline.transforms.postprocess.postprocess_label_blocks`): 12 million
+        (:func:`~pipeline.transforms.postprocess_blocks.postprocess_label_blocks`): 12 million
         voxels to label instead of 79 million at 512 x 512 x 300. With morphology only
         the largest-liver step is done early, so that the scan grid's steps work in one
         liver's box.

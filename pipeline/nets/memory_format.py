@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from monai.inferers import Inferer
+
+from pipeline.nets.switched_inferer import SwitchedInferer
 
 
 def channels_last_3d(network: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
@@ -36,7 +37,7 @@ def channels_last_3d(network: torch.nn.Module, enabled: bool = True) -> torch.nn
     return network
 
 
-class ChannelsLastInferer(Inferer):
+class ChannelsLastInferer(SwitchedInferer):
     """Run another inferer with every 5D input of the network made channels-last.
 
     The network, not the inferer's input, gets the conversion: a sliding-window inferer
@@ -47,11 +48,6 @@ class ChannelsLastInferer(Inferer):
         enabled: the bundle's ``train_channels_last`` switch; False passes inputs as they
             are, as does a 2D (4D) input.
     """
-
-    def __init__(self, inferer: Inferer, enabled: bool = True) -> None:
-        super().__init__()
-        self.inferer = inferer
-        self.enabled = bool(enabled)
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any

@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import Inferer
+
+from pipeline.nets.switched_inferer import SwitchedInferer
 
 
 def native_cpu_bf16() -> bool:
@@ -69,7 +70,7 @@ def to_float32(output: Any) -> Any:
     return output
 
 
-class CpuBf16Inferer(Inferer):
+class CpuBf16Inferer(SwitchedInferer):
     """Run another inferer under CPU bfloat16 autocast; its output comes back as float32.
 
     Inputs on a CUDA device pass through unchanged (MONAI's engines autocast there with
@@ -80,11 +81,6 @@ class CpuBf16Inferer(Inferer):
             ``SlidingWindowInferer`` in validation).
         enabled: the bundle's ``train_cpu_bf16`` switch.
     """
-
-    def __init__(self, inferer: Inferer, enabled: bool = True) -> None:
-        super().__init__()
-        self.inferer = inferer
-        self.enabled = bool(enabled)
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any

@@ -39,8 +39,8 @@ Speed: a CT is 512x512xN, but the liver fills a small box of it. All work, the
 connected components included, happens in the bounding box of the liver and tumour
 voxels, padded by the morphology radius so that closing near the box (or the image
 border) is exact. At inference, where the network's grid is up-sampled onto the scan's
-by whole blocks, :func:`postprocess_label_blocks` does every step but the morphology on
-the network's grid with the same result, so the full-size scan needs no pass at all.
+by whole blocks, ``postprocess_blocks.py`` does every step but the morphology on the
+network's grid with the same result, so the full-size scan needs no pass at all.
 
 :func:`postprocess_labels` works on a 3D numpy array; :class:`PostprocessLabels` and
 :class:`PostprocessLabelsd` wrap it as MONAI array / dictionary transforms for a
@@ -78,7 +78,6 @@ __all__ = [
     "PostprocessLabels",
     "PostprocessLabelsd",
     "ball_structure",
-    "postprocess_label_blocks",
     "postprocess_labels",
 ]
 
@@ -143,99 +142,6 @@ def ball_structure(spacing: Sequence[float], radius_mm: float) -> NDArray[np.boo
     dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True))
     # The tolerance keeps voxels exactly on the sphere (e.g. radius = 2 voxels) inside.
     return np.asarray(dist2 <= radius_mm**2 * (1 + 1e-9))
-
-
-def keep_largest_liver_blocks(
-    labels: NDArray[Any], block_sizes: Sequence[NDArray[Any]]
-) -> NDArray[Any] | None:
-    """Step 1 (largest liver component) on a coarse grid that is later up-sampled.
-
-    Each voxel of ``labels`` stands for a block of ``block_sizes[0][i] *
-    block_sizes[1][j] * block_sizes[2][k]`` voxels of the final grid, blocks that touch
-    exactly when their voxels are neighbours (see
-    :func:`pipeline.inference.inversion.block_sizes`). The largest component by weighted
-    size is then the one step 1 keeps on the final grid, and removing the others here
-    gives the same result at a fraction of the cost: a weak model's thousands of islands
-    are labelled on the network's grid, and the full-resolution steps work in the box of
-    one liver.
-
-    Returns:
-        The labels with liver and tumour outside that component set to background; None
-        (nothing done) when two components tie for largest, whose order on the final grid
-        this grid cannot tell.
-    """
-    sizes = [np.asarray(size, dtype=np.float64) for size in block_sizes]
-    liver = _on_final_grid(labels >= LIVER, sizes)
-    if not liver.any():
-        return np.where(liver, labels, BACKGROUND).astype(labels.dtype, copy=False)
-    image_box, _, _ = padded_box(liver, 0)
-    components, n = ndimage.label(liver[image_box], structure=CONNECTIVITY_26)
-    # Weights of the liver's voxels only (a weak model's box is mostly background).
-    where = np.nonzero(components)
-    weights = sizes[0][image_box[0]][where[0]] * sizes[1][image_box[1]][where[1]]
-    weights *= sizes[2][image_box[2]][where[2]]
-    totals = np.bincount(components[where], weights=weights, minlength=n + 1)
-    totals[0] = 0.0
-    order = np.argsort(totals)
-    if n > 1 and totals[order[-1]] == totals[order[-2]]:
-        return None
-    kept = np.zeros(labels.shape, dtype=bool)
-    kept[image_box] = components == order[-1]
-    return np.where(kept, labels, BACKGROUND).astype(labels.dtype, copy=False)
-
-
-def postprocess_label_blocks(
-    labels: NDArray[Any],
-    block_sizes: Sequence[NDArray[Any]],
-    spacing: Sequence[float] | NDArray[Any],
-    config: PostprocessConfig | None = None,
-) -> NDArray[Any] | None:
-    """All of :func:`postprocess_labels` on a coarse grid that is later up-sampled.
-
-    ``labels`` and ``block_sizes`` are as for :func:`keep_largest_liver_blocks`: each voxel
-    stands for a block of voxels of the final grid, and blocks touch exactly when their
-    voxels are neighbours. Every step but the morphology is then a matter of connected
-    components (26-connected objects, 6-connected background for holes) and of their
-    volumes, so on the coarse grid with each component weighted by its blocks the steps
-    give exactly the final grid's result, up-sampled (tested against it): the full-size
-    scan needs no post-processing pass of its own.
-
-    Args:
-        labels: 3D label map on the coarse grid.
-        block_sizes: per coarse axis, how many final-grid voxels each index stands for
-            (0: nowhere on the final grid).
-        spacing: voxel size (mm) of the final grid, along the coarse grid's axes.
-        config: the steps; ``PostprocessConfig()`` when None.
-
-    Returns:
-        The post-processed coarse labels; None when the result would not be exact here
-        (opening, closing or the slice-wise hole filling asked for, or two largest liver
-        components of equal weight), so the caller post-processes the final grid instead.
-    """
-    config = config or PostprocessConfig()
-    if config.liver_opening_mm or config.liver_closing_mm or config.fill_holes_axial:
-        return None
-    sizes = [np.asarray(size) for size in block_sizes]
-    if config.keep_largest_liver:
-        kept = keep_largest_liver_blocks(labels, sizes)
-        if kept is None:
-            return None
-        # One liver component is left: labelling it again would change nothing.
-        config = dataclasses.replace(config, keep_largest_liver=False)
-    else:
-        on_final_grid = _on_final_grid(np.ones(labels.shape, dtype=bool), sizes)
-        kept = np.where(on_final_grid, labels, BACKGROUND).astype(labels.dtype, copy=False)
-    return postprocess_labels(kept, spacing, config, block_sizes=sizes)
-
-
-def _on_final_grid(mask: NDArray[np.bool_], block_sizes: Sequence[NDArray[Any]]) -> NDArray[Any]:
-    """``mask`` without the voxels of size 0 (nowhere on the final grid), a new array."""
-    mask = mask.copy()
-    for axis, size in enumerate(block_sizes):
-        index = [slice(None)] * mask.ndim
-        index[axis] = np.flatnonzero(np.asarray(size) == 0)
-        mask[tuple(index)] = False
-    return mask
 
 
 def _validate_spacing(spacing: Sequence[float] | NDArray[Any]) -> tuple[float, float, float]:

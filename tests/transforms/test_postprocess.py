@@ -14,9 +14,11 @@ from pipeline.transforms.postprocess import (
     PostprocessLabels,
     PostprocessLabelsd,
     ball_structure,
+    postprocess_labels,
+)
+from pipeline.transforms.postprocess_blocks import (
     keep_largest_liver_blocks,
     postprocess_label_blocks,
-    postprocess_labels,
 )
 
 SHAPE = (48, 48, 48)
