@@ -5,7 +5,8 @@ liver, and a 5-9 mm lesion is two to four voxels across. The cascade (the approa
 nnU-Net's cascade and of TotalSegmentator's liver-lesion task) splits the job:
 
 1. the **locator** (a :class:`~pipeline.inference.predictor.ScanPredictor` at about 4 mm)
-   segments the whole scan; its liver (label >= 1, largest component) gives the box;
+   segments the whole scan; a liver-sized component of its liver (label >= 1) gives the
+   box;
 2. the **refiner** (a ScanPredictor at a finer voxel size, trained on liver boxes) reads
    the same loaded scan with the locator's liver as the ``liver_box`` key; its
    pre-processing (``configs/cascade.yaml``) crops image and box to the box plus a margin,
@@ -15,6 +16,16 @@ The scan is read once. A scan in which the locator finds no liver gets an empty 
 a warning in the case's JSON, never an exception. A liver that touches the scan's edge
 (a field of view that cuts it) is flagged by the quality control of the final mask
 (``quality.py``), as for a single-stage model.
+
+The locator's largest component is not always the liver. On the real non-contrast 3 mm
+CT of ``../shared`` the demo's locator labels 1.0-1.4 L of bladder and gluteal muscle as
+liver, as much as the liver itself, and which of the two is larger (or whether a thin
+bridge joins them) turns on half a voxel of resampling: a silent wrong answer of a
+plausible volume. So every located component of at least ``min_liver_ml`` is a
+candidate (the largest ``max_candidates``); when there are several, the refiner runs in
+each one's box and the box where it finds the most liver wins. The refiner, trained at
+1.5 mm on liver boxes, finds 942-1147 mL of liver in the real liver's box and 281-500 mL in
+the other. The case's JSON names every candidate and what the refiner found in it.
 
 A coarse locator can miss part of a liver (on a real 3 mm CT the demo's found 933 of
 1126 mL), and the refiner cannot segment what lies outside its box. When the refiner's
@@ -33,8 +44,15 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from scipy import ndimage
 
-from pipeline.inference.predictor import PendingScan, Prediction, ScanPredictor, timed
+from pipeline.inference.predictor import (
+    NetworkOutput,
+    PendingScan,
+    Prediction,
+    ScanPredictor,
+    timed,
+)
 from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.scans import Scan
 from pipeline.labels import LIVER
@@ -81,12 +99,35 @@ def grown_box(
     return None
 
 
+def liver_candidates(
+    liver: np.ndarray, voxel_ml: float, min_liver_ml: float, max_candidates: int
+) -> list[tuple[np.ndarray, float]]:
+    """The located liver's 26-connected components of at least ``min_liver_ml``.
+
+    Args:
+        liver: the locator's liver mask on the scan's grid.
+        voxel_ml: one voxel's volume in mL.
+        min_liver_ml: the smallest component that may be a liver.
+        max_candidates: how many components to return at most.
+
+    Returns:
+        ``(mask, mL)`` per component, largest first.
+    """
+    components, count = ndimage.label(liver, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return []
+    sizes = np.bincount(components.ravel())[1:] * voxel_ml
+    order = [int(k) for k in np.argsort(-sizes, kind="stable") if sizes[k] >= min_liver_ml]
+    return [(components == k + 1, float(sizes[k])) for k in order[:max_candidates]]
+
+
 class CascadePredictor:
     """Runs the locator on the whole scan and the refiner inside the liver's box.
 
     Args:
-        locator: the coarse whole-scan predictor (its post-processing should keep the
-            largest liver component, so one stray blob does not widen the box).
+        locator: the coarse whole-scan predictor. Its post-processing should keep every
+            liver component: the cascade chooses among them (``max_candidates``), and
+            components under ``min_liver_ml`` never reach the box.
         refiner: the fine predictor; its pre-processing must crop to ``BOX_KEY``.
         min_liver_ml: a located liver smaller than this counts as no liver (an adult
             liver is 1-2.5 L; a few mL are a false positive, not a liver).
@@ -94,6 +135,8 @@ class CascadePredictor:
             pre-processing applies it; here it tells when the refiner's liver reaches
             the box's face).
         max_box_growths: how often the box may grow to the refiner's liver (0: never).
+        max_candidates: how many liver-sized located components the refiner may try
+            (1: the largest, unchecked).
     """
 
     def __init__(
@@ -103,9 +146,12 @@ class CascadePredictor:
         min_liver_ml: float = 100.0,
         margin_mm: float = 20.0,
         max_box_growths: int = 0,
+        max_candidates: int = 3,
     ) -> None:
         if min_liver_ml < 0:
             raise ValueError(f"min_liver_ml must be >= 0, got {min_liver_ml}")
+        if max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         if margin_mm < 0 or max_box_growths < 0:
             raise ValueError(
                 f"margin_mm and max_box_growths must be >= 0, got {margin_mm}, {max_box_growths}"
@@ -115,6 +161,7 @@ class CascadePredictor:
         self.min_liver_ml = float(min_liver_ml)
         self.margin_mm = float(margin_mm)
         self.max_box_growths = int(max_box_growths)
+        self.max_candidates = int(max_candidates)
 
     @property
     def device(self) -> torch.device:
@@ -158,12 +205,14 @@ class CascadePredictor:
             # history, which the refiner's inversion reads.
             located = self.locator.predict_loaded({"image": image.clone()}, scan)
         seconds["locate_network"] = located.seconds.get("network", 0.0)
+        voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
         liver = located.labels >= LIVER
-        liver_ml = float(np.count_nonzero(liver)) * abs(np.linalg.det(affine[:3, :3])) / 1000.0
-        if liver_ml < self.min_liver_ml:
+        candidates = liver_candidates(liver, voxel_ml, self.min_liver_ml, self.max_candidates)
+        if not candidates:
+            liver_ml = float(np.count_nonzero(liver)) * voxel_ml
             message = (
-                f"stage 1 found no liver ({liver_ml:.0f} mL located, under "
-                f"{self.min_liver_ml:g} mL): the mask is empty"
+                f"stage 1 found no liver ({liver_ml:.0f} mL located, no part of it "
+                f"{self.min_liver_ml:g} mL or more): the mask is empty"
             )
             logger.warning("%s: %s", scan.path, message)
             empty = np.zeros(located.labels.shape, dtype=np.uint8)
@@ -175,22 +224,21 @@ class CascadePredictor:
         # A liver cut by the field of view is flagged by the quality control of the
         # final mask (quality.py), like a single-stage model's.
         warnings: list[str] = []
-        box = liver
+        box, output = candidates[0][0], None
+        if len(candidates) > 1:
+            box, output, note = self._choose_candidate(candidates, data, scan, seconds, voxel_ml)
+            warnings.append(note)
+            logger.warning("%s: %s", scan.path, note)
         for growth in range(self.max_box_growths + 1):
-            # A pass that may be followed by another gets a copy: pre-processing adds to
-            # the image's transform history, which each pass's inversion reads.
-            pass_data = dict(data, image=image.clone() if growth < self.max_box_growths else image)
-            pass_data[BOX_KEY] = MetaTensor(
-                torch.from_numpy(box[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
-            )
-            output = self.refiner.forward(pass_data, seconds)
+            if output is None:
+                output = self._refine(data, box, seconds, last=growth == self.max_box_growths)
             if growth == self.max_box_growths:
                 break
             refined = self.refiner.finish(output, scan, {}, LesionFilter()).labels >= LIVER
             grown = grown_box(box, refined, affine, self.margin_mm)
             if grown is None:
                 break
-            box = grown
+            box, output = grown, None
             warnings.append(
                 "the refiner's liver reached the edge of the located liver's box: the box "
                 "was grown to it (stage 1 found too little liver) and the refiner run again"
@@ -203,3 +251,46 @@ class CascadePredictor:
             return prediction
 
         return PendingScan(finish, output)
+
+    def _refine(
+        self, data: dict[str, Any], box: np.ndarray, seconds: dict[str, float], last: bool
+    ) -> NetworkOutput:
+        """The refiner's network pass in the box of ``box`` (a mask on the scan's grid)."""
+        image = data["image"]
+        # A pass that may be followed by another gets a copy: pre-processing adds to the
+        # image's transform history, which each pass's inversion reads.
+        pass_data = dict(data, image=image if last else image.clone())
+        pass_data[BOX_KEY] = MetaTensor(
+            torch.from_numpy(box[None].astype(np.uint8)), meta=copy.deepcopy(image.meta)
+        )
+        return self.refiner.forward(pass_data, seconds)
+
+    def _choose_candidate(
+        self,
+        candidates: list[tuple[np.ndarray, float]],
+        data: dict[str, Any],
+        scan: Scan,
+        seconds: dict[str, float],
+        voxel_ml: float,
+    ) -> tuple[np.ndarray, NetworkOutput, str]:
+        """Run the refiner in each candidate's box; keep the one where it finds most liver.
+
+        Returns:
+            The chosen candidate's mask, the refiner's output in its box, and a note for
+            the case's JSON that names every candidate and what the refiner found there.
+        """
+        found: list[tuple[float, NetworkOutput]] = []
+        for mask, _ in candidates:
+            output = self._refine(data, mask, seconds, last=False)
+            refined = self.refiner.finish(output, scan, {}, LesionFilter()).labels >= LIVER
+            found.append((float(np.count_nonzero(refined)) * voxel_ml, output))
+        best = max(range(len(candidates)), key=lambda k: found[k][0])
+        listed = ", ".join(
+            f"{located_ml:.0f} mL (refined: {found[k][0]:.0f} mL)"
+            for k, (_, located_ml) in enumerate(candidates)
+        )
+        note = (
+            f"stage 1 found {len(candidates)} liver-sized regions, {listed}; the refiner "
+            f"found most liver in the one of {candidates[best][1]:.0f} mL, which was kept"
+        )
+        return candidates[best][0], found[best][1], note

@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
-from pipeline.inference.cascade import CascadePredictor, grown_box
+from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor
 from pipeline.inference.quality import edge_axes
@@ -77,6 +77,7 @@ def _cascade(
     *overlays: str,
     locator: torch.nn.Module | None = None,
     max_box_growths: int = 0,
+    max_candidates: int = 3,
 ) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel."""
     parser = ConfigParser()
@@ -99,7 +100,12 @@ def _cascade(
         SimpleInferer(),
     )
     return CascadePredictor(
-        first, refiner, 0.05, margin_mm=margin_mm, max_box_growths=max_box_growths
+        first,
+        refiner,
+        0.05,
+        margin_mm=margin_mm,
+        max_box_growths=max_box_growths,
+        max_candidates=max_candidates,
     )
 
 
@@ -176,6 +182,49 @@ def test_a_box_too_small_for_the_refiners_liver_grows_to_it(tmp_path, growths):
         assert prediction.warnings == []
 
 
+def _two_livers(tmp_path) -> Scan:
+    """A large dim region (HU 200) and, well apart, a smaller bright one (HU 300)."""
+    image = np.full(SHAPE, -1000, dtype=np.int16)
+    image[2:-2, 2:-2, 1:-1] = 0
+    image[3:13, 4:24, 3:8] = 200  # 1000 voxels, 1.8 mL
+    image[26:32, 24:34, 3:8] = 300  # 300 voxels, 0.54 mL
+    path = save_nifti(image, _lps_affine(), tmp_path / "case.nii.gz")
+    return Scan("case", path, "nifti")
+
+
+@pytest.mark.parametrize("max_candidates", [1, 3])
+def test_the_refiner_chooses_among_liver_sized_located_regions(tmp_path, max_candidates):
+    # The locator calls both regions liver; the refiner only the bright one. The
+    # largest located region is the wrong one.
+    cascade = _cascade(2.0, VeryBrightIsLiver(), max_candidates=max_candidates)
+    prediction = cascade.predict(_two_livers(tmp_path))
+    bright = np.zeros(SHAPE, dtype=bool)
+    bright[26:32, 24:34, 3:8] = True
+    liver = prediction.labels == 1
+    if max_candidates == 1:  # the largest, unchecked: its box holds no liver
+        assert not liver.any() and prediction.warnings == []
+        return
+    np.testing.assert_array_equal(liver, bright)
+    (note,) = prediction.warnings
+    # 1000 and 300 voxels of 1.8 uL: the located and refined volumes, rounded to mL.
+    assert note.startswith("stage 1 found 2 liver-sized regions, 2 mL (refined: 0 mL), ")
+    assert "1 mL (refined: 1 mL)" in note and "the one of 1 mL, which was kept" in note
+
+
+def test_liver_candidates_are_the_large_components_largest_first():
+    liver = np.zeros((20, 20, 20), dtype=bool)
+    liver[1:4, 1:4, 1:4] = True  # 27 voxels
+    liver[10:15, 10:15, 10:15] = True  # 125 voxels
+    liver[15, 15, 15] = True  # diagonal neighbour: 26-connected to the 125
+    liver[1:3, 15:18, 1:3] = True  # 12 voxels
+    found = liver_candidates(liver, voxel_ml=2.0, min_liver_ml=50.0, max_candidates=3)
+    assert [ml for _, ml in found] == [252.0, 54.0]
+    assert found[0][0].sum() == 126 and found[0][0][15, 15, 15]
+    assert found[1][0][1:4, 1:4, 1:4].all() and found[1][0].sum() == 27
+    assert len(liver_candidates(liver, 2.0, 0.0, max_candidates=2)) == 2
+    assert liver_candidates(np.zeros_like(liver), 2.0, 0.0, 3) == []
+
+
 def test_grown_box_leaves_a_box_that_holds_the_refined_liver_alone():
     box = np.zeros((30, 30, 30), dtype=bool)
     box[10:20, 10:20, 10:20] = True
@@ -226,9 +275,11 @@ def test_edge_axes_names_each_axis_a_mask_touches():
     assert edge_axes(mask) == [0, 1]
 
 
-def test_negative_min_liver_is_refused():
+def test_negative_min_liver_and_no_candidates_are_refused():
     with pytest.raises(ValueError, match="min_liver_ml"):
         CascadePredictor(None, None, min_liver_ml=-1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_candidates must be >= 1"):
+        CascadePredictor(None, None, max_candidates=0)  # type: ignore[arg-type]
 
 
 def test_pending_scan_keys_tell_filters_with_the_same_effect_apart():
