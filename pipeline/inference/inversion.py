@@ -246,13 +246,24 @@ def invert_probabilities(probabilities: torch.Tensor, maps: IndexMaps) -> np.nda
 
 
 def _gather(array: np.ndarray, maps: IndexMaps, outside: float) -> np.ndarray:
-    """``array`` (X', Y', Z') read at the index maps; ``outside`` where an index is -1."""
+    """``array`` (X', Y', Z') read at the index maps; ``outside`` where an index is -1.
+
+    Returns:
+        The scan-grid array, Fortran-ordered.
+    """
     axes, indices = maps
     # One voxel of ``outside`` past the end of every axis: index -1 reads it.
     padded = np.pad(array, [(0, 1)] * 3, constant_values=outside)
     moved = np.transpose(padded, axes)  # scan axis order
     # Gather the axis that grows least first: the intermediate arrays stay small.
     growth = [len(indices[a]) / moved.shape[a] for a in range(3)]
+    # The gather runs on the reversed axes, so that the result comes out in Fortran order
+    # (its transpose is C-contiguous) at no extra cost. NIfTI stores Fortran order:
+    # nibabel then writes the mask with plain copies, where a C-ordered 512 x 512 x 300
+    # mask cost 0.35 s of strided copying in the save. numpy and scipy take either order.
+    # (np.take copies an input that is not C-ordered; this copy of the network's grid is
+    # made once instead of at the first take.)
+    reversed_axes = np.ascontiguousarray(moved.T)
     for axis in np.argsort(growth):
-        moved = np.take(moved, indices[axis], axis=int(axis))
-    return np.ascontiguousarray(moved)
+        reversed_axes = np.take(reversed_axes, indices[axis], axis=2 - int(axis))
+    return np.ascontiguousarray(reversed_axes).T

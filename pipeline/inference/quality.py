@@ -62,8 +62,10 @@ def edge_axes(mask: np.ndarray) -> list[int]:
     """The array axes along which ``mask`` touches the first or last slice."""
     touching = []
     for axis in range(mask.ndim):
-        first = np.take(mask, 0, axis=axis)
-        last = np.take(mask, mask.shape[axis] - 1, axis=axis)
+        # Slices are views; np.take would first copy a mask that is not C-ordered whole
+        # (6 s for the six faces of a Fortran-ordered 512 x 512 x 300 mask).
+        first = mask[(slice(None),) * axis + (0,)]
+        last = mask[(slice(None),) * axis + (-1,)]
         if first.any() or last.any():
             touching.append(axis)
     return touching

@@ -192,6 +192,11 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
           ``centroid_mm`` (``[x, y, z]`` world RAS mm, mean of the voxel centres).
     """
     volume, matrix = _labelled_box(_as_label_volume(labels), _as_affine(affine))
+    if volume.flags.f_contiguous and not volume.flags.c_contiguous:
+        # A Fortran-ordered mask (NIfTI's order, as the predictor makes them): its
+        # transpose, with the affine's columns reversed, is the same image in C order,
+        # which scipy labels 1.5 times as fast. Every measure is in world coordinates.
+        volume, matrix = volume.T, matrix[:, [2, 1, 0, 3]]
     voxel_mm3 = float(abs(np.linalg.det(matrix[:3, :3])))
 
     tumour_mask = volume == TUMOUR
@@ -223,8 +228,9 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
                 "centroid_mm": [float(c) for c in centroid],
             }
         )
-    # Stable sort: equal volumes keep scan order, so the output is deterministic.
-    tumours.sort(key=lambda t: t["n_voxels"], reverse=True)
+    # Equal volumes in order of their world centroids: deterministic, and the same for
+    # a mask in either memory order.
+    tumours.sort(key=lambda t: (-t["n_voxels"], t["centroid_mm"]))
     tumours = [{"id": rank, **t} for rank, t in enumerate(tumours, start=1)]
 
     liver_ml = n_liver * voxel_mm3 / _MM3_PER_ML

@@ -49,7 +49,7 @@ def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     on_border = np.zeros(int(background.max()) + 1, dtype=bool)
     for axis in range(mask.ndim):
         for index in (0, -1):
-            on_border[np.take(background, index, axis=axis)] = True
+            on_border[background[(slice(None),) * axis + (index,)]] = True
     on_border[0] = True  # label 0 is the mask itself
     return mask | ~on_border[background]
 

@@ -84,6 +84,8 @@ def test_index_map_equals_invertd_voxel_for_voxel(tmp_path, shape, spacing, flip
     assert any(crop["extra_info"]["cropped"])  # the crop really moved the grid
     assert fast is not None and fast.dtype == np.uint8
     assert fast.shape == reference.shape == shape
+    # Fortran order, as NIfTI stores it: the save needs no strided copy.
+    assert fast.flags.f_contiguous
     np.testing.assert_array_equal(fast, reference)
 
 

@@ -321,3 +321,27 @@ def test_a_liver_in_a_large_scan_measures_as_in_its_own_box():
         assert large_tumour.pop("centroid_mm") == pytest.approx(tight_tumour.pop("centroid_mm"))
         assert large_tumour == tight_tumour
     assert in_large == in_tight
+
+
+def test_a_fortran_ordered_mask_measures_as_its_c_ordered_copy() -> None:
+    # The predictor's masks are Fortran-ordered (NIfTI's order); quantify labels their
+    # transpose. Two tumours of equal volume keep one order: by world centroid.
+    labels = np.zeros((30, 24, 16), dtype=np.uint8)
+    labels[2:28, 2:22, 2:14] = 1
+    labels[20:23, 4:7, 5:8] = 2  # 27 voxels, further right (larger x)
+    labels[4:7, 15:18, 9:12] = 2  # 27 voxels
+    labels[10:14, 10:15, 3:5] = 2  # 40 voxels
+    affine = np.diag([-0.7, 0.9, 2.5, 1.0])
+    affine[:3, 3] = (10.0, -20.0, 30.0)
+    c_order = quantify(labels, affine)
+    f_order = quantify(np.asfortranarray(labels), affine)
+    assert [t["n_voxels"] for t in c_order["tumours"]] == [40, 27, 27]
+    # x = 10 - 0.7 i: the tumour at i 4-6 lies at larger world x than the one at 20-22.
+    assert c_order["tumours"][1]["centroid_mm"][0] < c_order["tumours"][2]["centroid_mm"][0]
+    for a, b in zip(c_order["tumours"], f_order["tumours"], strict=True):
+        assert a["n_voxels"] == b["n_voxels"]
+        assert a["largest_axial_diameter_mm"] == pytest.approx(b["largest_axial_diameter_mm"])
+        np.testing.assert_allclose(a["centroid_mm"], b["centroid_mm"], atol=1e-9)
+    assert {k: v for k, v in c_order.items() if k != "tumours"} == pytest.approx(
+        {k: v for k, v in f_order.items() if k != "tumours"}
+    )
