@@ -17,7 +17,7 @@ Outputs in ``output_dir``:
   own format (NIfTI, ``.nrrd`` for NRRD, ``.mha`` for MetaImage, DICOM-SEG for a series).
   A format the input cannot have (DICOM-SEG of a NIfTI file) fails that case, named in
   ``failures.csv``, before any work;
-* ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings,
+* ``<case>.json``: quantification, stage times, checkpoint SHA-256, settings, warnings, notes,
   and the quality-control verdict (``qc``: pass / warn / fail with reasons, ``quality.py``;
   a ``fail`` scan is not segmented and is listed in failures.csv);
 * ``quantification.csv``: one row per segmented case, with its ``qc`` verdict and reasons;
@@ -220,6 +220,7 @@ class FolderRun:
             "checkpoint_sha256": self._checkpoint_sha256,
             "settings": self.settings,
             "warnings": list(prediction.warnings),
+            "notes": list(prediction.notes),
             "qc": prediction.quality.to_dict(),
             "rank": self._rank[0],
             "world_size": self._rank[1],

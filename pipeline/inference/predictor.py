@@ -74,6 +74,8 @@ class Prediction:
         warnings: what the user should know about this result (a cascade that found no
             liver, a box grown); recorded in the case's JSON.
         quality: the quality-control verdict on the scan and this mask (``quality.py``).
+        notes: decisions made on the way that are not warnings (a cascade's clear choice
+            among candidate livers); recorded in the case's JSON.
     """
 
     labels: np.ndarray
@@ -82,6 +84,7 @@ class Prediction:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     quality: QualityReport = field(default_factory=QualityReport)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

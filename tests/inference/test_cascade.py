@@ -182,12 +182,12 @@ def test_a_box_too_small_for_the_refiners_liver_grows_to_it(tmp_path, growths):
         assert prediction.warnings == []
 
 
-def _two_livers(tmp_path) -> Scan:
-    """A large dim region (HU 200) and, well apart, a smaller bright one (HU 300)."""
+def _two_livers(tmp_path, large_hu: int = 200, small_hu: int = 300) -> Scan:
+    """A large region and, well apart, a smaller one (by default dim and bright)."""
     image = np.full(SHAPE, -1000, dtype=np.int16)
     image[2:-2, 2:-2, 1:-1] = 0
-    image[3:13, 4:24, 3:8] = 200  # 1000 voxels, 1.8 mL
-    image[26:32, 24:34, 3:8] = 300  # 300 voxels, 0.54 mL
+    image[3:13, 4:24, 3:8] = large_hu  # 1000 voxels, 1.8 mL
+    image[26:32, 24:34, 3:8] = small_hu  # 300 voxels, 0.54 mL
     path = save_nifti(image, _lps_affine(), tmp_path / "case.nii.gz")
     return Scan("case", path, "nifti")
 
@@ -205,10 +205,28 @@ def test_the_refiner_chooses_among_liver_sized_located_regions(tmp_path, max_can
         assert not liver.any() and prediction.warnings == []
         return
     np.testing.assert_array_equal(liver, bright)
+    # The largest was overruled: a warning, not a note.
     (note,) = prediction.warnings
+    assert prediction.notes == []
     # 1000 and 300 voxels of 1.8 uL: the located and refined volumes, rounded to mL.
     assert note.startswith("stage 1 found 2 liver-sized regions, 2 mL (refined: 0 mL), ")
     assert "1 mL (refined: 1 mL)" in note and "the one of 1 mL, which was kept" in note
+
+
+def test_a_clearly_confirmed_largest_region_is_a_note_not_a_warning(tmp_path):
+    # Now the large region is the bright one: the refiner finds liver only there.
+    cascade = _cascade(2.0, VeryBrightIsLiver())
+    prediction = cascade.predict(_two_livers(tmp_path, large_hu=300, small_hu=200))
+    large = np.zeros(SHAPE, dtype=bool)
+    large[3:13, 4:24, 3:8] = True
+    np.testing.assert_array_equal(prediction.labels == 1, large)
+    assert prediction.warnings == []
+    (note,) = prediction.notes
+    assert note.startswith("stage 1 found 2 liver-sized regions, 2 mL (refined: 2 mL), ")
+    assert note.endswith("the one of 2 mL, which was kept")
+    FolderRun(cascade, [_two_livers(tmp_path, 300, 200)], tmp_path / "out", progress=False).run()
+    record = json.loads((tmp_path / "out" / "case.json").read_text())
+    assert record["notes"] == [note] and record["warnings"] == []
 
 
 def test_liver_candidates_are_the_large_components_largest_first():
