@@ -198,12 +198,15 @@ def postprocess_labels(
     mask[crop_box] = liver[image_box]
     del liver
     weights = None
+    sizes_in_box = None
     if block_sizes is not None:
-        weights = np.zeros(crop_shape, dtype=np.float64)
         in_box = zip(block_sizes, image_box, strict=True)
-        weights[crop_box] = np.einsum(
-            "i,j,k->ijk", *[np.asarray(size, np.float64)[box] for size, box in in_box]
-        )
+        sizes_in_box = [np.asarray(size, np.float64)[box] for size, box in in_box]
+    if block_sizes is not None and config.keep_largest_liver:
+        # Voxel by voxel only where whole components are weighed; the tumour sizes below
+        # weigh their own voxels.
+        weights = np.zeros(crop_shape, dtype=np.float64)
+        weights[crop_box] = np.einsum("i,j,k->ijk", *sizes_in_box)
     if config.keep_largest_liver:
         mask = largest_component(mask, weights)
 
@@ -248,9 +251,13 @@ def postprocess_labels(
         tumours, n_tumours = ndimage.label(cropped == TUMOUR, structure=CONNECTIVITY_26)
         if n_tumours:
             voxel_mm3 = float(np.prod(voxel_spacing))
-            counts = np.bincount(
-                tumours.ravel(), None if weights is None else weights[crop_box].ravel()
-            )
+            if sizes_in_box is None:
+                counts = np.bincount(tumours.ravel())
+            else:
+                where = np.nonzero(tumours)
+                voxel_weights = sizes_in_box[0][where[0]] * sizes_in_box[1][where[1]]
+                voxel_weights *= sizes_in_box[2][where[2]]
+                counts = np.bincount(tumours[where], voxel_weights, minlength=n_tumours + 1)
             volumes_mm3 = counts * voxel_mm3
             too_small = volumes_mm3 < config.min_tumour_mm3
             too_small[0] = False
