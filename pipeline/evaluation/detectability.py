@@ -30,9 +30,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from pipeline.evaluation.lesions import LESION_STRUCTURE, SIZE_BINS
+from pipeline.evaluation.lesions import SIZE_BINS
 from pipeline.evaluation.pairing import case_name
 from pipeline.io import write_json
+from pipeline.transforms.masks import label_components
 
 CNR_EDGES: tuple[float, ...] = (1.0, 2.0, 4.0)
 """Contrast-to-noise bin edges: ``<1``, ``1-2``, ``2-4``, ``>=4``."""
@@ -117,7 +118,7 @@ def _component_centroids_mm(label_path: Path) -> list[np.ndarray]:
     """
     image = nib.load(str(label_path))
     tumour = np.asarray(image.dataobj) == 2
-    components, count = ndimage.label(tumour, structure=LESION_STRUCTURE)
+    components, count = label_components(tumour)
     centroids = ndimage.center_of_mass(tumour, components, range(1, count + 1))
     affine = image.affine
     return [affine[:3, :3] @ np.asarray(c) + affine[:3, 3] for c in centroids]

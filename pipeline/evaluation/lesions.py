@@ -1,12 +1,13 @@
 """Lesion-level (per connected component) tumour detection, LiTS style.
 
 MONAI has no lesion matching (its metrics are all voxel or surface based), so this
-module implements it by hand with ``scipy.ndimage.label``.
+module implements it by hand on connected components
+(:func:`pipeline.transforms.masks.label_components`).
 
 Definitions used throughout:
 
 * A lesion is a 3D connected component of a binary tumour mask under 26-connectivity
-  (faces, edges and corners all connect, ``LESION_STRUCTURE``). Consequence: two
+  (faces, edges and corners all connect). Consequence: two
   reference lesions that touch, even at a single corner, are one lesion. A binary
   mask cannot tell touching lesions apart, so no connectivity choice is "right";
   26 is the most permissive and avoids counting a diagonal staircase as many lesions.
@@ -37,10 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import ndimage
 
-LESION_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
-"""26-connectivity structuring element for ``ndimage.label``."""
+from pipeline.transforms.masks import label_components
+
 DETECTION_IOU_THRESHOLD = 0.5
 """A lesion is detected under the IoU criterion when IoU > this value (strict)."""
 SIZE_BINS: tuple[str, ...] = ("<10mm", "10-20mm", ">20mm")
@@ -216,8 +216,8 @@ def lesion_detection(
     box = bounding_box(pred | ref, margin=1)
     if box is None:
         return result
-    ref_lab, n_ref = ndimage.label(ref[box], structure=LESION_STRUCTURE)
-    pred_lab, n_pred = ndimage.label(pred[box], structure=LESION_STRUCTURE)
+    ref_lab, n_ref = label_components(ref[box])
+    pred_lab, n_pred = label_components(pred[box])
     ref_sizes = np.bincount(ref_lab.ravel(), minlength=n_ref + 1)
     pred_sizes = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)
 

@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from scipy import ndimage
 
 from pipeline.inference.predictor import (
     NetworkOutput,
@@ -58,6 +57,7 @@ from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.scans import Scan
 from pipeline.labels import LIVER
 from pipeline.transforms.lesion_filter import LesionFilter
+from pipeline.transforms.masks import label_components
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def liver_candidates(
     Returns:
         ``(mask, mL)`` per component, largest first.
     """
-    components, count = ndimage.label(liver, structure=np.ones((3, 3, 3), dtype=bool))
+    components, count = label_components(liver)
     if count == 0:
         return []
     sizes = np.bincount(components.ravel())[1:] * voxel_ml

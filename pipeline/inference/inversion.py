@@ -34,7 +34,9 @@ _REORIENT = "Orientation"
 # MONAI's Spacingd records "SpatialResample"; the project's faster one records its name.
 _RESAMPLES = frozenset({"SpatialResample", "AxisAlignedSpacingd"})
 # Transforms that only cut or pad the grid (a shift of indices).
-_CROPS = frozenset({"CropForeground", "SpatialCrop", "CenterSpatialCrop"})
+_CROPS = frozenset(
+    {"CropForeground", "ThresholdCropForeground", "SpatialCrop", "CenterSpatialCrop"}
+)
 _PADS = frozenset({"SpatialPad", "BorderPad", "DivisiblePad", "Pad"})
 _RELATIVE_TOLERANCE = 1e-6
 

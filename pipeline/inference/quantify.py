@@ -29,6 +29,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from pipeline.geometry import superior_voxel_axis
 from pipeline.labels import LIVER, TUMOUR
+from pipeline.transforms.masks import label_components
 
 __all__ = [
     "QUANTIFICATION_COLUMNS",
@@ -51,7 +52,6 @@ QUANTIFICATION_COLUMNS: tuple[str, ...] = (
 _MM3_PER_ML = 1000.0
 # Full 3x3x3 neighbourhood: lesions touching by an edge or a corner are one lesion,
 # which is how a reader would count them on screen.
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 # Below this many candidate points a brute-force pairwise search is cheaper than Qhull
 # and sidesteps its failures on degenerate (collinear) inputs.
 _BRUTE_FORCE_MAX_POINTS = 64
@@ -195,7 +195,7 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
     if volume.strides[0] < volume.strides[-1]:
         # A box of a Fortran-ordered mask (NIfTI's order, as the predictor makes them):
         # its transpose, with the affine's columns reversed, is the same image laid out
-        # as C order, which scipy labels 1.5 times as fast. Every measure is in world
+        # as C order, which is labelled without a copy. Every measure is in world
         # coordinates.
         volume, matrix = volume.T, matrix[:, [2, 1, 0, 3]]
     voxel_mm3 = float(abs(np.linalg.det(matrix[:3, :3])))
@@ -205,9 +205,9 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
     n_tumour = int(np.count_nonzero(tumour_mask))
     n_liver = n_liver_tissue + n_tumour
 
-    # scipy, not scikit-image's regionprops: skimage is not a dependency, and the axial
+    # By hand, not scikit-image's regionprops: skimage is not a dependency, and the axial
     # diameter in mm on an anisotropic, possibly oblique grid is not one of its properties.
-    components, n_components = ndimage.label(tumour_mask, structure=_CONNECTIVITY_26)
+    components, n_components = label_components(tumour_mask)
     tumours: list[dict[str, Any]] = []
     for index, bbox in enumerate(ndimage.find_objects(components), start=1):
         if bbox is None:

@@ -25,8 +25,7 @@ import torch
 from scipy import ndimage
 
 from pipeline.labels import LIVER, TUMOUR
-
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from pipeline.transforms.masks import label_components
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class LesionFilter:
             return labels
         array = labels[0].cpu().numpy()
         tumour = array == TUMOUR
-        components, count = ndimage.label(tumour, structure=_CONNECTIVITY_26)
+        components, count = label_components(tumour)
         if count == 0:
             return labels
         tumour_prob = probabilities[TUMOUR].cpu().numpy()

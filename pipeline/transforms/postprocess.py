@@ -67,8 +67,9 @@ from scipy import ndimage
 from pipeline.geometry import superior_voxel_axis
 from pipeline.labels import BACKGROUND, LIVER, TUMOUR
 from pipeline.transforms.masks import (
-    CONNECTIVITY_26,
+    component_sizes,
     fill_holes,
+    label_components,
     largest_component,
     padded_box,
 )
@@ -241,18 +242,18 @@ def postprocess_labels(
     cropped[mask & (original == BACKGROUND)] = LIVER
 
     if config.tumour_inside_liver:
-        components, _ = ndimage.label(mask, structure=CONNECTIVITY_26)
-        has_liver_tissue = np.zeros(components.max() + 1, dtype=bool)
-        has_liver_tissue[np.unique(components[cropped == LIVER])] = True
+        components, n_components = label_components(mask)
+        has_liver_tissue = np.zeros(n_components + 1, dtype=bool)
+        has_liver_tissue[components[cropped == LIVER]] = True  # a scatter: no sort
         has_liver_tissue[0] = False
         cropped[(cropped == TUMOUR) & ~has_liver_tissue[components]] = BACKGROUND
 
     if config.min_tumour_mm3 > 0:
-        tumours, n_tumours = ndimage.label(cropped == TUMOUR, structure=CONNECTIVITY_26)
+        tumours, n_tumours = label_components(cropped == TUMOUR)
         if n_tumours:
             voxel_mm3 = float(np.prod(voxel_spacing))
             if sizes_in_box is None:
-                counts = np.bincount(tumours.ravel())
+                counts = component_sizes(tumours, n_tumours)
             else:
                 where = np.nonzero(tumours)
                 voxel_weights = sizes_in_box[0][where[0]] * sizes_in_box[1][where[1]]

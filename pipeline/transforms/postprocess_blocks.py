@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from pipeline.labels import BACKGROUND, LIVER
-from pipeline.transforms.masks import CONNECTIVITY_26, padded_box
+from pipeline.transforms.masks import component_sizes, label_components, padded_box
 from pipeline.transforms.postprocess import PostprocessConfig, postprocess_labels
 
 __all__ = ["keep_largest_liver_blocks", "postprocess_label_blocks"]
@@ -49,19 +48,44 @@ def keep_largest_liver_blocks(
     if not liver.any():
         return np.where(liver, labels, BACKGROUND).astype(labels.dtype, copy=False)
     image_box, _, _ = padded_box(liver, 0)
-    components, n = ndimage.label(liver[image_box], structure=CONNECTIVITY_26)
-    # Weights of the liver's voxels only (a weak model's box is mostly background).
-    where = np.nonzero(components)
-    weights = sizes[0][image_box[0]][where[0]] * sizes[1][image_box[1]][where[1]]
-    weights *= sizes[2][image_box[2]][where[2]]
-    totals = np.bincount(components[where], weights=weights, minlength=n + 1)
-    totals[0] = 0.0
-    order = np.argsort(totals)
-    if n > 1 and totals[order[-1]] == totals[order[-2]]:
+    components, n = label_components(liver[image_box])
+    box_sizes = [size[box] for size, box in zip(sizes, image_box, strict=True)]
+    largest = _largest_weighted_component(components, n, box_sizes)
+    if largest is None:
         return None
     kept = np.zeros(labels.shape, dtype=bool)
-    kept[image_box] = components == order[-1]
+    kept[image_box] = components == largest
     return np.where(kept, labels, BACKGROUND).astype(labels.dtype, copy=False)
+
+
+def _largest_weighted_component(
+    components: NDArray[Any], n: int, block_sizes: Sequence[NDArray[np.float64]]
+) -> int | None:
+    """The component of largest total block volume; None for a tie.
+
+    A component's total lies between its voxel count times the smallest and the largest
+    block volume. Only components whose upper bound reaches the best lower bound can be
+    the largest; usually that is the liver alone, and no voxel needs weighing (weighing
+    every liver voxel of a 512 x 512 x 300 scan's network grid took 0.06 s).
+    """
+    counts = component_sizes(components, n).astype(np.float64)
+    counts[0] = 0.0
+    occupied = [size[size > 0] for size in block_sizes]
+    smallest = float(np.prod([size.min() for size in occupied]))
+    biggest = float(np.prod([size.max() for size in occupied]))
+    candidates = np.flatnonzero(counts * biggest >= (counts * smallest).max())
+    candidates = candidates[candidates > 0]
+    if len(candidates) == 1:
+        return int(candidates[0])
+    # Weights of the candidates' voxels only.
+    where = np.nonzero(np.isin(components, candidates))
+    weights = block_sizes[0][where[0]] * block_sizes[1][where[1]]
+    weights *= block_sizes[2][where[2]]
+    totals = np.bincount(components[where], weights=weights, minlength=n + 1)
+    order = np.argsort(totals)
+    if totals[order[-1]] == totals[order[-2]]:
+        return None
+    return int(order[-1])
 
 
 def postprocess_label_blocks(

@@ -26,11 +26,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.transforms.utils import map_classes_to_indices
-from scipy import ndimage
 
 from pipeline.labels import TUMOUR
-
-_CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
+from pipeline.transforms.masks import label_components
 
 
 def lesion_balanced_class_indices(
@@ -78,7 +76,7 @@ def _per_lesion(
     array: np.ndarray, value: int, per_lesion: int, rng: np.random.RandomState
 ) -> np.ndarray:
     """``per_lesion`` voxel indices drawn from each connected component of ``value``."""
-    components, count = ndimage.label(array == value, structure=_CONNECTIVITY_26)
+    components, count = label_components(array == value)
     if count == 0:
         return np.zeros(0, dtype=np.int64)
     flat = components.reshape(-1)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from pipeline.evaluation.loading import GridMismatchError, read_label_map
@@ -36,6 +35,7 @@ from pipeline.inference.scans import scans_from_records
 from pipeline.io import write_json
 from pipeline.labels import TUMOUR
 from pipeline.transforms.lesion_filter import LesionFilter
+from pipeline.transforms.masks import label_components
 from pipeline.transforms.postprocess import PostprocessLabelsd
 
 # Equivalent sphere diameters 0, 2.7, 3.9, 5.0, 6.2, 7.8 and 9.8 mm: all below the 10 mm
@@ -56,7 +56,7 @@ def tumour_dice_by_size(
     components with a volume under the size become liver), counted per component instead
     of re-run per size. Both masks empty scores 1 (LiTS).
     """
-    components, count = ndimage.label(pred_tumour, structure=np.ones((3, 3, 3), bool))
+    components, count = label_components(pred_tumour)
     n_ref = int(np.count_nonzero(ref_tumour))
     if count == 0:
         return [1.0 if n_ref == 0 else 0.0 for _ in sizes_mm3]

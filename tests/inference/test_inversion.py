@@ -40,7 +40,7 @@ def _scan(tmp_path, shape, spacing, axcodes_flip) -> str:
 def _resampled_before_cropped(preprocess: list) -> list:
     """The bundle's pre-processing with the body crop after the resampling, not before."""
     names = [type(t).__name__ for t in preprocess]
-    crop, spacing = names.index("CropForegroundd"), names.index("AxisAlignedSpacingd")
+    crop, spacing = names.index("ThresholdCropForegroundd"), names.index("AxisAlignedSpacingd")
     assert crop < spacing, "the bundle crops before it resamples"
     reordered = list(preprocess)
     reordered.insert(spacing, reordered.pop(crop))
@@ -80,7 +80,7 @@ def test_index_map_equals_invertd_voxel_for_voxel(tmp_path, shape, spacing, flip
     # Voxel sizes whose ratios to the network's (1.5, 1.5, 2) have odd denominators: no
     # scan voxel lies half-way between two network voxels (ties: the next test).
     fast, reference, image, *_ = _both(tmp_path, shape, spacing, flips, crop_first=crop_first)
-    crop = next(op for op in image.applied_operations if op["class"] == "CropForeground")
+    crop = next(op for op in image.applied_operations if op["class"] == "ThresholdCropForeground")
     assert any(crop["extra_info"]["cropped"])  # the crop really moved the grid
     assert fast is not None and fast.dtype == np.uint8
     assert fast.shape == reference.shape == shape
@@ -114,7 +114,7 @@ def test_scan_voxel_takes_the_nearest_network_voxel(tmp_path, crop_first):
     crop_low, crop_high = next(
         op["extra_info"]["cropped"][0:2]
         for op in image.applied_operations
-        if op["class"] == "CropForeground"
+        if op["class"] == "ThresholdCropForeground"
     )
     voxels = np.arange(60)
     if crop_first:

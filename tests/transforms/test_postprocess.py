@@ -386,6 +386,24 @@ def test_largest_liver_on_the_coarse_grid_is_the_fine_grids_by_block_size():
     )
 
 
+def test_largest_liver_blocks_tie_of_block_volumes_and_a_clear_winner():
+    # A: 4 voxels in blocks of 1; B: 2 voxels in blocks of 2: the same volume, a tie the
+    # coarse grid cannot order (None), though the voxel counts differ.
+    coarse = np.zeros((8, 6, 6), dtype=np.uint8)
+    coarse[1, 1, 1:5] = LIVER
+    coarse[6, 4, 2:4] = LIVER
+    sizes = [np.array([1, 1, 1, 1, 1, 1, 2, 1]), np.ones(6, int), np.ones(6, int)]
+    assert keep_largest_liver_blocks(coarse, sizes) is None
+    # B's blocks of 3: B (6) beats A (4) with half A's voxels.
+    sizes[0] = np.array([1, 1, 1, 1, 1, 1, 3, 1])
+    kept = keep_largest_liver_blocks(coarse, sizes)
+    assert kept[6, 4, 2:4].all() and kept.sum() == 2 * LIVER
+    # Beside a 48-voxel liver, B (2 voxels, blocks of 3) cannot win: the liver is kept.
+    coarse[1:4, 0:4, 0:4] = LIVER
+    kept = keep_largest_liver_blocks(coarse, sizes)
+    assert kept[1:4, 0:4, 0:4].all() and not kept[6, 4, 2:4].any()
+
+
 def _random_scene(seed):
     """Coarse labels with islands, enclosed and open holes, tumours in and out of the
     liver, and block sizes of 1-3 with size-0 slabs at the ends (as an index map makes)."""

@@ -24,10 +24,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from nibabel import orientations
-from scipy import ndimage
 
-from pipeline.evaluation.lesions import LESION_STRUCTURE, bounding_box
+from pipeline.evaluation.lesions import bounding_box
 from pipeline.labels import LIVER, TUMOUR
+from pipeline.transforms.masks import label_components
 
 __all__ = [
     "CT_WINDOW",
@@ -87,7 +87,7 @@ def _axial_choice(ref: np.ndarray, pred: np.ndarray, axis: int, spacing_ml: floa
     tumour = ref == TUMOUR
     box = bounding_box(tumour)
     if box is not None:
-        labels, n = ndimage.label(tumour[box], structure=LESION_STRUCTURE)
+        labels, n = label_components(tumour[box])
         sizes = np.bincount(labels.ravel(), minlength=n + 1)
         sizes[0] = 0
         largest = int(np.argmax(sizes))
