@@ -50,8 +50,6 @@ QUANTIFICATION_COLUMNS: tuple[str, ...] = (
 """Column order of :func:`quantification_row`, e.g. for ``csv.DictWriter(fieldnames=...)``."""
 
 _MM3_PER_ML = 1000.0
-# Full 3x3x3 neighbourhood: lesions touching by an edge or a corner are one lesion,
-# which is how a reader would count them on screen.
 # Below this many candidate points a brute-force pairwise search is cheaper than Qhull
 # and sidesteps its failures on degenerate (collinear) inputs.
 _BRUTE_FORCE_MAX_POINTS = 64
@@ -207,6 +205,8 @@ def quantify(labels: ArrayLike, affine: ArrayLike) -> dict[str, Any]:
 
     # By hand, not scikit-image's regionprops: skimage is not a dependency, and the axial
     # diameter in mm on an anisotropic, possibly oblique grid is not one of its properties.
+    # 26-connected: lesions touching by an edge or a corner are one lesion, which is how a
+    # reader would count them on screen.
     components, n_components = label_components(tumour_mask)
     tumours: list[dict[str, Any]] = []
     for index, bbox in enumerate(ndimage.find_objects(components), start=1):
