@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install, synthetic data set, training, inference on the
-# held-out test split, LiTS-style evaluation and report, quality bars. The one
-# post-processing choice (the smallest predicted tumour kept) is made on the validation split.
+# held-out test split, LiTS-style evaluation and report, quality bars. The false-tumour
+# controls (smallest kept tumour, lesion confidence and depth, "any tumour") are chosen on
+# the validation split.
 #
 # DEMO_BUDGET trades time for quality (wall times measured on 2 CPU cores, no GPU):
 #   quick     16 small cases at 6 mm, tiny networks, a few minutes: a smoke run
@@ -85,7 +86,7 @@ TUNED="$DEMO_DIR/eval/postprocess_tuning/postprocess.json"
 tuned() { python -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$TUNED" "$1"; }
 MIN_TUMOUR=$(tuned min_tumour_mm3)
 CONTROLS=(--min_tumour_mm3 "$MIN_TUMOUR" --min_lesion_mean_prob "$(tuned min_lesion_mean_prob)"
-  --min_case_max_prob "$(tuned min_case_max_prob)")
+  --min_lesion_depth_mm "$(tuned min_lesion_depth_mm)" --min_case_max_prob "$(tuned min_case_max_prob)")
 
 echo "[demo] 4/6 inference on the held-out test split"
 python -m monai.bundle run inference \
@@ -112,7 +113,8 @@ if [ "$RECORD" = 1 ]; then
 fi
 liver-tumor record --report "$DEMO_DIR/eval/report" "${RECORD_ARGS[@]}" --run \
   "budget=$DEMO_BUDGET" "model=$DEMO_MODEL" "cases=$CASES" "min_tumour_mm3=$MIN_TUMOUR" \
-  "min_lesion_mean_prob=$(tuned min_lesion_mean_prob)" "min_case_max_prob=$(tuned min_case_max_prob)" "date=$(date -u +%Y-%m-%d)" \
+  "min_lesion_mean_prob=$(tuned min_lesion_mean_prob)" "min_lesion_depth_mm=$(tuned min_lesion_depth_mm)" \
+  "min_case_max_prob=$(tuned min_case_max_prob)" "date=$(date -u +%Y-%m-%d)" \
   "demo_minutes_before_report=$(( SECONDS_USED / 60 ))" \
   "cpus=$(nproc)" "device=$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
 echo "[demo] done in $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"

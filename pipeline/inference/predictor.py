@@ -136,8 +136,19 @@ class PendingScan:
             return "no network output"
         probabilities = self._output.probabilities
         labels = class_labels(probabilities)
-        filtered = lesion_filter(labels, probabilities)
+        spacing = grid_spacing(self._output.data.get("image"))
+        filtered = lesion_filter(labels, probabilities, spacing)
         return hashlib.sha1(filtered.numpy().tobytes()).hexdigest()
+
+
+def grid_spacing(image: torch.Tensor | None) -> tuple[float, float, float]:
+    """Voxel size (mm) along each axis of a MetaTensor's grid, from its affine's columns.
+
+    1 mm per axis for an image without an affine (a plain tensor, or none).
+    """
+    affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
+    x, y, z = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return float(x), float(y), float(z)
 
 
 def class_labels(probabilities: torch.Tensor) -> torch.Tensor:
@@ -331,7 +342,7 @@ class ScanPredictor:
         with timed(seconds, "invert"):
             labels = class_labels(probabilities)
             # The confidence rules act where the probabilities are: the network's grid.
-            labels = lesion_filter(labels, probabilities)
+            labels = lesion_filter(labels, probabilities, grid_spacing(data["image"]))
             maps = axis_index_maps(data["image"], output.original_affine, output.original_shape)
         with timed(seconds, "postprocess"):
             labels, postprocessed = self._postprocess_on_network_grid(

@@ -2,22 +2,22 @@
 
 A network trained briefly marks specks of noise, and unsure structures next to the liver,
 as tumour. On a tumour-free liver a single false-positive voxel turns the case's tumour
-Dice from 1 into 0 (LiTS policy), so three controls of ``configs/common.yaml`` matter:
+Dice from 1 into 0 (LiTS policy), so four controls of ``configs/common.yaml`` matter:
 the smallest kept tumour (``min_tumour_mm3``, post-processing on the scan's grid) and the
-two confidence rules of :class:`~pipeline.transforms.lesion_filter.LesionFilter`
-(``min_lesion_mean_prob``: per lesion; ``min_case_max_prob``: "any tumour?" per case).
-They are choices that must be made on data the test score does not see. Each validation
-scan goes through the network once; its labels are made with every pair of confidence
-thresholds, post-processed as at inference with the size filter off, and scored for every
-size in one component count.
+three rules of :class:`~pipeline.transforms.lesion_filter.LesionFilter`
+(``min_lesion_mean_prob`` and ``min_lesion_depth_mm``: per lesion; ``min_case_max_prob``:
+"any tumour?" per case). They are choices that must be made on data the test score does
+not see. Each validation scan goes through the network once; its labels are made with
+every combination of the three rules' thresholds, post-processed as at inference with the
+size filter off, and scored for every size in one component count.
 
     python -m monai.bundle run tuning \
         --config_file "['.../common.yaml','.../train.yaml','.../evaluate.yaml']"
 
 writes ``<eval_dir>/postprocess_tuning/postprocess.json`` with the choice, what each
-control alone gives, and the tables; pass the three chosen values on as
-``--min_tumour_mm3``, ``--min_lesion_mean_prob`` and ``--min_case_max_prob`` (to
-evaluating and inference alike).
+control alone gives, and the tables; pass the four chosen values on as
+``--min_tumour_mm3``, ``--min_lesion_mean_prob``, ``--min_lesion_depth_mm`` and
+``--min_case_max_prob`` (to evaluating and inference alike).
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ DEFAULT_CANDIDATES_MM3 = (0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0)
 # of 1/3, so thresholds start above one half.
 DEFAULT_LESION_PROBS = (0.0, 0.6, 0.8, 0.9)
 DEFAULT_CASE_PROBS = (0.0, 0.9, 0.99)
+# Depth of a lesion's deepest voxel inside the predicted organ (0: the rule is off). At
+# 1.5 mm in-plane a one-voxel shell along the liver's surface is 1.5 mm deep and a
+# two-voxel one 3 mm; a lesion of 6 (10) mm diameter is at least 3 (5) mm deep.
+DEFAULT_LESION_DEPTHS_MM = (0.0, 3.0, 5.0)
 
 
 def tumour_dice_by_size(
@@ -88,12 +92,13 @@ def tune_postprocessing(
     candidates_mm3: Sequence[float] = DEFAULT_CANDIDATES_MM3,
     lesion_probs: Sequence[float] = DEFAULT_LESION_PROBS,
     case_probs: Sequence[float] = DEFAULT_CASE_PROBS,
+    lesion_depths_mm: Sequence[float] = DEFAULT_LESION_DEPTHS_MM,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Choose the false-tumour controls on the validation split, never on the test split.
 
     Each validation scan goes through the network once (``predictor.begin``); its labels
-    are then made with every pair of confidence thresholds
+    are then made with every combination of the lesion rules' thresholds
     (:class:`~pipeline.transforms.lesion_filter.LesionFilter`), post-processed as at
     inference with the size filter off, and scored for every size. The combination with the
     best mean tumour Dice per case is chosen (the mildest among ties).
@@ -107,10 +112,11 @@ def tune_postprocessing(
         candidates_mm3: smallest kept tumour volumes to try.
         lesion_probs: ``min_lesion_mean_prob`` values to try (0: off).
         case_probs: ``min_case_max_prob`` values to try (0: off).
+        lesion_depths_mm: ``min_lesion_depth_mm`` values to try (0: off).
         progress: show a progress bar.
 
     Returns:
-        What ``postprocess.json`` holds: the three chosen values, what each rule alone
+        What ``postprocess.json`` holds: the four chosen values, what each rule alone
         and together gives (``contributions``), the size table at the chosen confidence
         rules (``table``), every combination (``grid``), the cases and the checkpoint.
 
@@ -125,9 +131,14 @@ def tune_postprocessing(
     unfiltered = predictor.with_postprocessing(
         post.with_config(min_tumour_mm3=0.0) if isinstance(post, PostprocessLabelsd) else post
     )
-    rules = [(lesion, case) for lesion in lesion_probs for case in case_probs]
-    # dice[(lesion, case)][size index] -> per-case Dice list
-    dice: dict[tuple[float, float], list[list[float]]] = {
+    rules = [
+        (lesion, case, depth)
+        for lesion in lesion_probs
+        for case in case_probs
+        for depth in lesion_depths_mm
+    ]
+    # dice[(lesion, case, depth)][size index] -> per-case Dice list
+    dice: dict[tuple[float, float, float], list[list[float]]] = {
         rule: [[] for _ in candidates_mm3] for rule in rules
     }
     cases = []
@@ -165,11 +176,12 @@ def tune_postprocessing(
         {
             "min_lesion_mean_prob": float(lesion),
             "min_case_max_prob": float(case),
+            "min_lesion_depth_mm": float(depth),
             "min_tumour_mm3": float(size),
-            "tumour_dice_per_case": float(np.mean(dice[(lesion, case)][index])),
-            "per_case": dict(zip(cases, dice[(lesion, case)][index], strict=True)),
+            "tumour_dice_per_case": float(np.mean(dice[(lesion, case, depth)][index])),
+            "per_case": dict(zip(cases, dice[(lesion, case, depth)][index], strict=True)),
         }
-        for (lesion, case) in rules
+        for (lesion, case, depth) in rules
         for index, size in enumerate(candidates_mm3)
     ]
 
@@ -177,17 +189,29 @@ def tune_postprocessing(
         return _best([r for r in grid if all(r[k] == v for k, v in fixed.items())])
 
     chosen = _best(grid)
+    off = {
+        "min_lesion_mean_prob": 0.0,
+        "min_case_max_prob": 0.0,
+        "min_lesion_depth_mm": 0.0,
+        "min_tumour_mm3": 0.0,
+    }
+
+    def only(name: str) -> Mapping[str, Any]:
+        return pick(**{k: v for k, v in off.items() if k != name})
+
     contributions = {
-        "none": pick(min_lesion_mean_prob=0.0, min_case_max_prob=0.0, min_tumour_mm3=0.0),
-        "size_only": pick(min_lesion_mean_prob=0.0, min_case_max_prob=0.0),
-        "lesion_prob_only": pick(min_case_max_prob=0.0, min_tumour_mm3=0.0),
-        "case_prob_only": pick(min_lesion_mean_prob=0.0, min_tumour_mm3=0.0),
+        "none": pick(**off),
+        "size_only": only("min_tumour_mm3"),
+        "lesion_prob_only": only("min_lesion_mean_prob"),
+        "lesion_depth_only": only("min_lesion_depth_mm"),
+        "case_prob_only": only("min_case_max_prob"),
         "chosen": chosen,
     }
     result = {
         "min_tumour_mm3": chosen["min_tumour_mm3"],
         "min_lesion_mean_prob": chosen["min_lesion_mean_prob"],
         "min_case_max_prob": chosen["min_case_max_prob"],
+        "min_lesion_depth_mm": chosen["min_lesion_depth_mm"],
         "chosen_by": "mean tumour Dice per case on the validation split (mildest among ties)",
         "split": "validation",
         "cases": cases,
@@ -200,6 +224,7 @@ def tune_postprocessing(
             for r in grid
             if r["min_lesion_mean_prob"] == chosen["min_lesion_mean_prob"]
             and r["min_case_max_prob"] == chosen["min_case_max_prob"]
+            and r["min_lesion_depth_mm"] == chosen["min_lesion_depth_mm"]
         ],
         "grid": [{k: row[k] for k in row if k != "per_case"} for row in grid],
     }
@@ -209,7 +234,8 @@ def tune_postprocessing(
     for name, row in contributions.items():
         print(
             f"  {name:<17} {row['tumour_dice_per_case']:.3f}  (lesion mean prob >= "
-            f"{row['min_lesion_mean_prob']:g}, case max prob >= {row['min_case_max_prob']:g}, "
+            f"{row['min_lesion_mean_prob']:g}, depth >= {row['min_lesion_depth_mm']:g} mm, "
+            f"case max prob >= {row['min_case_max_prob']:g}, "
             f"tumours >= {row['min_tumour_mm3']:g} mm^3)"
         )
     print(f"written: {out / 'postprocess.json'}")

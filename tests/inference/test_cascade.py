@@ -17,7 +17,7 @@ from monai.transforms import Compose
 
 from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
 from pipeline.inference.folder_run import FolderRun
-from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor
+from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor, grid_spacing
 from pipeline.inference.quality import edge_axes
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti
@@ -311,3 +311,28 @@ def test_pending_scan_keys_tell_filters_with_the_same_effect_apart():
     assert keys[0.0] == keys[0.5]  # both keep both lesions
     assert keys[0.8] == keys[0.9] != keys[0.0]  # both drop the unsure one
     assert PendingScan(lambda _: None).key(LesionFilter()) == "no network output"
+
+
+def test_the_depth_rule_measures_on_the_network_grid_in_mm():
+    # A one-voxel tumour shell on the liver's x face, confident: 1.5 mm deep at 1.5 mm
+    # voxels, 3 mm at 3 mm voxels; a 2 mm depth rule keeps it only on the coarser grid.
+    probabilities = torch.zeros(3, 12, 12, 12)
+    probabilities[0] = 1.0
+    probabilities[0, 2:10, 2:10, 2:10], probabilities[1, 2:10, 2:10, 2:10] = 0.0, 1.0
+    probabilities[1, 2, 4:8, 4:8], probabilities[2, 2, 4:8, 4:8] = 0.0, 1.0
+    rule = LesionFilter(min_lesion_depth_mm=2.0)
+    kept = {}
+    for size in (1.5, 3.0):
+        # Rotated axes: the spacing is each affine column's length, not the diagonal.
+        affine = torch.tensor(
+            [[0.0, -size, 0.0, 10.0], [size, 0.0, 0.0, 0.0], [0.0, 0.0, size, 0.0], [0, 0, 0, 1]]
+        )
+        image = MetaTensor(torch.zeros(1, 12, 12, 12), affine=affine)
+        assert grid_spacing(image) == pytest.approx((size, size, size))
+        output = NetworkOutput({"image": image}, probabilities, np.eye(4), (12, 12, 12))
+        kept[size] = PendingScan(lambda _: None, output).key(rule)
+    unfiltered = PendingScan(
+        lambda _: None, NetworkOutput({}, probabilities, np.eye(4), (12, 12, 12))
+    ).key(LesionFilter())
+    assert kept[3.0] == unfiltered != kept[1.5]
+    assert grid_spacing(None) == (1.0, 1.0, 1.0)

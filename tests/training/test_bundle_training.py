@@ -335,24 +335,19 @@ def test_tuning_chooses_the_false_tumour_controls_on_the_validation_split(tmp_pa
     assert result["split"] == "validation" and len(result["cases"]) == len(validation) == 1
     sizes = [row["min_tumour_mm3"] for row in result["table"]]
     assert sizes == [0.0, 10.0, 30.0, 65.0, 125.0, 250.0, 500.0]
-    # 4 lesion thresholds x 3 case thresholds x 7 sizes, each scored on the validation case.
-    assert len(result["grid"]) == 84
+    # 4 lesion thresholds x 3 case thresholds x 3 depths x 7 sizes, each scored on the
+    # validation case.
+    assert len(result["grid"]) == 252
     best = max(row["tumour_dice_per_case"] for row in result["grid"])
     chosen = result["contributions"]["chosen"]
     assert chosen["tumour_dice_per_case"] == best
-    assert (chosen["min_tumour_mm3"], chosen["min_lesion_mean_prob"]) == (
-        result["min_tumour_mm3"],
-        result["min_lesion_mean_prob"],
-    )
+    names = ("min_tumour_mm3", "min_lesion_mean_prob", "min_lesion_depth_mm", "min_case_max_prob")
+    assert [chosen[name] for name in names] == [result[name] for name in names]
     # Each control alone can only do as well as the best combination, and "none" is the
     # grid's row with every control off.
-    for name in ("none", "size_only", "lesion_prob_only", "case_prob_only"):
+    for name in ("none", "size_only", "lesion_prob_only", "lesion_depth_only", "case_prob_only"):
         assert result["contributions"][name]["tumour_dice_per_case"] <= best + 1e-9
-    (off,) = [
-        r
-        for r in result["grid"]
-        if (r["min_tumour_mm3"], r["min_lesion_mean_prob"], r["min_case_max_prob"]) == (0, 0, 0)
-    ]
+    (off,) = [r for r in result["grid"] if all(r[name] == 0 for name in names)]
     assert result["contributions"]["none"] == off
     # The configured filter of evaluation and inference is left as it was.
     configured = workflow.parser.get_parsed_content("predictor").postprocessing
