@@ -88,14 +88,22 @@ def _same(recorded: Any, configured: Any) -> bool:
     return recorded == configured
 
 
+# Settings added to ``trained_for`` after checkpoints without them were made, with the
+# value every one of those models was trained with: an older checkpoint is compared as
+# if it had recorded it, so a refiner trained on unsmoothed input is not given smoothed.
+VALUES_BEFORE_RECORDED: dict[str, Any] = {"input_smoothing_sigma": 0.0}
+
+
 def trained_for_differences(
     recorded: Mapping[str, Any], configured: Mapping[str, Any]
 ) -> list[str]:
     """Each setting the two disagree on, as "name: trained X, configured Y".
 
-    Settings only one side records are not compared (a checkpoint from an older
-    version records fewer).
+    Other settings only one side records are not compared (a checkpoint from an older
+    version records fewer); those of ``VALUES_BEFORE_RECORDED`` are, with their old
+    value.
     """
+    recorded = {**VALUES_BEFORE_RECORDED, **recorded}
     configured = _plain(dict(configured))
     return [
         f"{key}: trained {recorded[key]!r}, configured {configured[key]!r}"

@@ -15,6 +15,7 @@ from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
+from pipeline.checkpoints import trained_for_differences
 from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor, grid_spacing
@@ -82,8 +83,14 @@ def _cascade(
     """Both stages at the scan's own spacing, so every box is known to the voxel."""
     parser = ConfigParser()
     parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml", *overlays))
+    # Unsmoothed input: these refiners threshold intensities, and the boxes are the test.
     parser.update(
-        {"pixdim": list(SPACING), "locator#pixdim": list(SPACING), "liver_box_margin_mm": margin_mm}
+        {
+            "pixdim": list(SPACING),
+            "locator#pixdim": list(SPACING),
+            "liver_box_margin_mm": margin_mm,
+            "input_smoothing_sigma": 0.0,
+        }
     )
     loading = Compose(parser.get_parsed_content("load_transforms"))
     first = ScanPredictor(
@@ -336,3 +343,48 @@ def test_the_depth_rule_measures_on_the_network_grid_in_mm():
     ).key(LesionFilter())
     assert kept[3.0] == unfiltered != kept[1.5]
     assert grid_spacing(None) == (1.0, 1.0, 1.0)
+
+
+def _refiner_preprocessing(**overrides: object) -> tuple[Compose, dict]:
+    parser = ConfigParser()
+    parser.read_config(configs("common.yaml", "train.yaml", "cascade.yaml"))
+    parser.update({"pixdim": [1.0, 1.0, 1.0], **overrides})
+    return Compose(parser.get_parsed_content("preprocess_transforms")), parser.get_parsed_content(
+        "trained_for"
+    )
+
+
+def test_the_refiners_input_is_smoothed_after_the_window_and_recorded_as_trained_for():
+    # Liver-like HU (window [-100, 400]: 0.4) with +-20 HU of checkerboard noise in a
+    # 20^3 liver box at 1 mm: a 1-voxel Gaussian leaves a fraction of the noise.
+    index = np.indices((24, 24, 24)).sum(axis=0)
+    hu = (100.0 + 20.0 * np.where(index % 2 == 0, 1.0, -1.0)).astype(np.float32)
+    label = np.zeros((24, 24, 24), dtype=np.uint8)
+    label[2:22, 2:22, 2:22] = 1
+    affine = torch.eye(4, dtype=torch.float64)
+
+    def preprocessed(**overrides: object) -> np.ndarray:
+        transforms, _ = _refiner_preprocessing(**overrides)
+        data = {
+            "image": MetaTensor(torch.from_numpy(hu)[None], affine=affine),
+            "label": MetaTensor(torch.from_numpy(label)[None], affine=affine),
+        }
+        return np.asarray(transforms(data)["image"])[0]
+
+    raw, smoothed = preprocessed(input_smoothing_sigma=0.0), preprocessed()
+    # The box: 20 voxels plus the 20 mm margin, held by the 24-voxel image.
+    assert raw.shape == smoothed.shape == (24, 24, 24)
+    np.testing.assert_allclose(raw[10:14, 10:14, 10:14].std(), 0.04, rtol=1e-4)
+    assert smoothed[10:14, 10:14, 10:14].std() < 0.1 * raw[10:14, 10:14, 10:14].std()
+    np.testing.assert_allclose(smoothed[10:14, 10:14, 10:14].mean(), 0.4, atol=0.005)
+    assert _refiner_preprocessing()[1]["input_smoothing_sigma"] == 1.0
+
+
+def test_a_refiner_trained_before_input_smoothing_is_refused_with_smoothing_on():
+    _, configured = _refiner_preprocessing()
+    older = {k: v for k, v in configured.items() if k != "input_smoothing_sigma"}
+    assert trained_for_differences(older, configured) == [
+        "input_smoothing_sigma: trained 0.0, configured 1.0"
+    ]
+    _, unsmoothed = _refiner_preprocessing(input_smoothing_sigma=0.0)
+    assert trained_for_differences(older, unsmoothed) == []
