@@ -54,6 +54,7 @@ from pipeline.transforms.postprocess_blocks import (
     keep_largest_liver_blocks,
     postprocess_label_blocks,
 )
+from pipeline.transforms.spacing import voxel_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +143,12 @@ class PendingScan:
 
 
 def grid_spacing(image: torch.Tensor | None) -> tuple[float, float, float]:
-    """Voxel size (mm) along each axis of a MetaTensor's grid, from its affine's columns.
+    """Voxel size (mm) along each axis of a MetaTensor's grid, from its affine.
 
     1 mm per axis for an image without an affine (a plain tensor, or none).
     """
-    affine = np.asarray(getattr(image, "affine", np.eye(4)), dtype=np.float64)
-    x, y, z = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    affine = getattr(image, "affine", None)
+    x, y, z = voxel_sizes(np.eye(4) if affine is None else np.asarray(affine))
     return float(x), float(y), float(z)
 
 
@@ -398,7 +399,7 @@ class ScanPredictor:
             return labels, False
         # The scan's voxel size along the network's axes (maps[0]: the network axis of
         # each scan axis), for the tumours' volumes in mm^3.
-        scan_spacing = np.sqrt((np.asarray(original_affine)[:3, :3] ** 2).sum(axis=0))
+        scan_spacing = voxel_sizes(original_affine)
         spacing = [0.0] * 3
         for scan_axis, network_axis in enumerate(maps[0]):
             spacing[network_axis] = float(scan_spacing[scan_axis])

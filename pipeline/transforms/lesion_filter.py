@@ -72,21 +72,27 @@ class LesionFilter:
         self,
         labels: torch.Tensor,
         probabilities: torch.Tensor,
-        spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+        spacing_mm: Sequence[float] | None = None,
     ) -> torch.Tensor:
         """Apply the rules.
 
         Args:
             labels: (1, X, Y, Z) argmax labels on the network's grid.
             probabilities: (3, X, Y, Z) class probabilities on the same grid.
-            spacing_mm: the grid's voxel size along X, Y, Z (for the depth rule).
+            spacing_mm: the grid's voxel size along X, Y, Z; needed by the depth rule.
 
         Returns:
             The labels with rejected tumour components turned into liver (a new tensor
             of the input's dtype and device; the input itself when every rule is off).
+
+        Raises:
+            ValueError: the depth rule is on and ``spacing_mm`` is not given (a depth in
+                voxels read as mm would be silently wrong).
         """
         if not self.enabled:
             return labels
+        if self.min_lesion_depth_mm > 0 and spacing_mm is None:
+            raise ValueError("the depth rule (min_lesion_depth_mm) needs the grid's spacing_mm")
         array = labels[0].cpu().numpy()
         tumour = array == TUMOUR
         components, count = label_components(tumour)

@@ -117,3 +117,11 @@ def test_a_shallow_rim_becomes_liver_and_the_deep_lesion_stays():
     # The shell's deepest voxel is one voxel (1.5 mm along x) inside: a 1.5 mm rule keeps it.
     kept = LesionFilter(min_lesion_depth_mm=1.5)(labels, probabilities, spacing)
     assert int((kept == TUMOUR).sum()) == 125 + 36
+
+
+def test_the_depth_rule_without_a_spacing_is_refused_not_guessed():
+    labels, probabilities = _liver_with_a_deep_lesion_and_a_rim()
+    with pytest.raises(ValueError, match="spacing_mm"):
+        LesionFilter(min_lesion_depth_mm=3.0)(labels, probabilities)
+    # The confidence rules need no spacing.
+    assert LesionFilter(min_lesion_mean_prob=0.6)(labels, probabilities).shape == labels.shape
