@@ -91,7 +91,10 @@ def _same(recorded: Any, configured: Any) -> bool:
 # Settings added to ``trained_for`` after checkpoints without them were made, with the
 # value every one of those models was trained with: an older checkpoint is compared as
 # if it had recorded it, so a refiner trained on unsmoothed input is not given smoothed.
-VALUES_BEFORE_RECORDED: dict[str, Any] = {"input_smoothing_sigma": 0.0}
+VALUES_BEFORE_RECORDED: dict[str, Any] = {
+    "input_smoothing_sigma": 0.0,
+    "input_smoothing_border": "zeros",
+}
 
 
 def trained_for_differences(

@@ -377,14 +377,33 @@ def test_the_refiners_input_is_smoothed_after_the_window_and_recorded_as_trained
     np.testing.assert_allclose(raw[10:14, 10:14, 10:14].std(), 0.04, rtol=1e-4)
     assert smoothed[10:14, 10:14, 10:14].std() < 0.1 * raw[10:14, 10:14, 10:14].std()
     np.testing.assert_allclose(smoothed[10:14, 10:14, 10:14].mean(), 0.4, atol=0.005)
-    assert _refiner_preprocessing()[1]["input_smoothing_sigma"] == 1.0
+    # The box's faces (the image's, here) keep the liver's level: the border repeats them.
+    np.testing.assert_allclose(smoothed[:, :, 0].mean(), 0.4, atol=0.01)
+    zero_border = preprocessed(input_smoothing_border="zeros")
+    assert zero_border[:, :, 0].mean() < 0.3  # MONAI's GaussianSmooth pads with 0
+    np.testing.assert_array_equal(zero_border[6:18, 6:18, 6:18], smoothed[6:18, 6:18, 6:18])
+    trained_for = _refiner_preprocessing()[1]
+    assert trained_for["input_smoothing_sigma"] == 1.0
+    assert trained_for["input_smoothing_border"] == "edge"
 
 
 def test_a_refiner_trained_before_input_smoothing_is_refused_with_smoothing_on():
     _, configured = _refiner_preprocessing()
-    older = {k: v for k, v in configured.items() if k != "input_smoothing_sigma"}
+    older = {
+        k: v
+        for k, v in configured.items()
+        if k not in ("input_smoothing_sigma", "input_smoothing_border")
+    }
     assert trained_for_differences(older, configured) == [
-        "input_smoothing_sigma: trained 0.0, configured 1.0"
+        "input_smoothing_sigma: trained 0.0, configured 1.0",
+        "input_smoothing_border: trained 'zeros', configured 'edge'",
     ]
     _, unsmoothed = _refiner_preprocessing(input_smoothing_sigma=0.0)
     assert trained_for_differences(older, unsmoothed) == []
+    # A refiner smoothed before the border was a setting had MONAI's zero border.
+    smoothed_before = {**older, "input_smoothing_sigma": 1.0}
+    assert trained_for_differences(smoothed_before, configured) == [
+        "input_smoothing_border: trained 'zeros', configured 'edge'"
+    ]
+    _, zero_border = _refiner_preprocessing(input_smoothing_border="zeros")
+    assert trained_for_differences(smoothed_before, zero_border) == []
