@@ -98,10 +98,18 @@ class LesionFilter:
         components, count = label_components(tumour)
         if count == 0:
             return labels
-        tumour_prob = probabilities[TUMOUR].cpu().numpy()
-        index = np.arange(1, count + 1)
-        means = np.asarray(ndimage.mean(tumour_prob, components, index))
-        maxima = np.asarray(ndimage.maximum(tumour_prob, components, index))
+        # Per-component mean and maximum over the tumour voxels only, by bincount and
+        # maximum.at: ndimage.maximum sorts the whole volume per call (0.19 s on a demo
+        # case, most of `run tuning`'s time), where the tumour voxels are a few thousand.
+        # As ndimage does: means from float64 sums, maxima in the probabilities' dtype
+        # (a float32 0.95 is not below a threshold of 0.95).
+        ids = components[tumour]
+        values = probabilities[TUMOUR].cpu().numpy()[tumour]
+        sizes = np.bincount(ids, minlength=count + 1)[1:]
+        means = np.bincount(ids, weights=values.astype(np.float64), minlength=count + 1)[1:] / sizes
+        maxima = np.full(count + 1, -np.inf, dtype=values.dtype)
+        np.maximum.at(maxima, ids, values)
+        maxima = maxima[1:]
         keep = means >= self.min_lesion_mean_prob
         if self.min_lesion_depth_mm > 0:
             depths = component_depths_mm(
@@ -110,9 +118,9 @@ class LesionFilter:
             keep &= depths >= self.min_lesion_depth_mm
         if maxima.max() < self.min_case_max_prob:
             keep[:] = False
-        rejected = np.isin(components, index[~keep])
         result = array.copy()
-        result[rejected] = LIVER
+        rejected = np.concatenate([[False], ~keep])  # by component number; 0 is no component
+        result[tumour] = np.where(rejected[ids], LIVER, TUMOUR)
         return torch.as_tensor(result[None], dtype=labels.dtype, device=labels.device)
 
 

@@ -125,3 +125,27 @@ def test_the_depth_rule_without_a_spacing_is_refused_not_guessed():
         LesionFilter(min_lesion_depth_mm=3.0)(labels, probabilities)
     # The confidence rules need no spacing.
     assert LesionFilter(min_lesion_mean_prob=0.6)(labels, probabilities).shape == labels.shape
+
+
+def test_the_rules_keep_exactly_what_ndimage_statistics_would_keep():
+    # Many lesions of random probabilities: the per-component mean and maximum (taken
+    # over tumour voxels only) decide as scipy.ndimage.mean / maximum over the volume do.
+    rng = np.random.default_rng(3)
+    labels = np.full((40, 40, 40), LIVER, dtype=np.uint8)
+    labels[rng.random(labels.shape) < 0.08] = TUMOUR
+    prob = rng.random(labels.shape).astype(np.float32)
+    probabilities = torch.from_numpy(np.stack([1 - prob, np.zeros_like(prob), prob]))
+    components, count = ndimage.label(labels == TUMOUR, np.ones((3, 3, 3)))  # 26-connected
+    assert count > 100
+    index = np.arange(1, count + 1)
+    means = np.asarray(ndimage.mean(prob, components, index))
+    for threshold in (0.3, 0.5, 0.7):
+        kept = LesionFilter(min_lesion_mean_prob=threshold)(
+            torch.from_numpy(labels[None]), probabilities
+        )[0].numpy()
+        expected = np.isin(components, index[means >= threshold])
+        np.testing.assert_array_equal(kept == TUMOUR, expected)
+    top = float(np.asarray(ndimage.maximum(prob, components, index)).max())
+    assert (
+        LesionFilter(min_case_max_prob=top)(torch.from_numpy(labels[None]), probabilities) == TUMOUR
+    ).any()
