@@ -65,7 +65,7 @@ def _merge_maps(maps: Sequence[dict[int, int]] | None) -> dict[int, int] | None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluation.report.model import collect_provenance
-    from pipeline.evaluation.report.pages import format_class_table
+    from pipeline.evaluation.report.text import format_class_table
     from pipeline.evaluation.scoring import PairingError, evaluate_pairs, pair_cases
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.bundle import config_files_from_command_line
 from pipeline.evaluation.pairing import pairs_from_datalist
 from pipeline.evaluation.report.model import collect_provenance
-from pipeline.evaluation.report.pages import format_class_table
+from pipeline.evaluation.report.text import format_class_table
 from pipeline.evaluation.scoring import EvaluationResult, evaluate_pairs
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.predictor import ScanPredictor

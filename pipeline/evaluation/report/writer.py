@@ -50,7 +50,8 @@ from pipeline.evaluation.report.model import (
     case_to_json,
     read_training_metrics,
 )
-from pipeline.evaluation.report.pages import render_html, render_markdown
+from pipeline.evaluation.report.pages import render_html
+from pipeline.evaluation.report.text import render_markdown
 from pipeline.evaluation.report.viewer import viewer_relpath
 from pipeline.io import atomic_path, json_safe, write_json
 
