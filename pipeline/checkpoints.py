@@ -94,6 +94,7 @@ def _same(recorded: Any, configured: Any) -> bool:
 VALUES_BEFORE_RECORDED: dict[str, Any] = {
     "input_smoothing_sigma": 0.0,
     "input_smoothing_border": "zeros",
+    "liver_contrast_hu": 0.0,
 }
 
 

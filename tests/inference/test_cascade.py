@@ -79,8 +79,12 @@ def _cascade(
     locator: torch.nn.Module | None = None,
     max_box_growths: int = 0,
     max_candidates: int = 3,
+    **settings: object,
 ) -> CascadePredictor:
-    """Both stages at the scan's own spacing, so every box is known to the voxel."""
+    """Both stages at the scan's own spacing, so every box is known to the voxel.
+
+    ``settings`` are further config values (``liver_contrast_hu``...).
+    """
     parser = ConfigParser()
     parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml", *overlays))
     # Unsmoothed input: these refiners threshold intensities, and the boxes are the test.
@@ -90,6 +94,7 @@ def _cascade(
             "locator#pixdim": list(SPACING),
             "liver_box_margin_mm": margin_mm,
             "input_smoothing_sigma": 0.0,
+            **settings,
         }
     )
     loading = Compose(parser.get_parsed_content("load_transforms"))
@@ -407,3 +412,55 @@ def test_a_refiner_trained_before_input_smoothing_is_refused_with_smoothing_on()
     ]
     _, zero_border = _refiner_preprocessing(input_smoothing_border="zeros")
     assert trained_for_differences(smoothed_before, zero_border) == []
+
+
+class TumourWhereDarkerThanLiver(torch.nn.Module):
+    """Tumour where the liver-contrast channel is under -0.2, liver elsewhere in the box."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        darker = (x[:, 1:2] < -0.2).float()
+        return torch.cat([torch.zeros_like(darker), 1.0 - darker, 2.0 * darker], 1)
+
+
+def test_the_liver_contrast_channel_is_centred_on_the_located_liver(tmp_path):
+    # Liver at 300 HU with a 260 HU lesion: 40 HU below the located liver's median is
+    # -0.4 at a half width of 100 HU, the rest of the box (0 HU) clipped to -1.
+    block = (slice(8, 20), slice(10, 30), slice(3, 8))
+    lesion = (slice(12, 15), slice(16, 20), slice(5, 7))
+    scan = _scan(tmp_path, block)
+    image = nib.load(scan.path)
+    hu = np.asarray(image.dataobj).copy()
+    hu[lesion] = 260
+    save_nifti(hu, image.affine, scan.path)
+    cascade = _cascade(0.0, TumourWhereDarkerThanLiver(), liver_contrast_hu=100.0)
+    expected = np.zeros(SHAPE, dtype=np.uint8)
+    expected[block] = 1
+    expected[lesion] = 2
+    np.testing.assert_array_equal(cascade.predict(scan).labels, expected)
+
+
+def test_the_liver_contrast_channel_is_recorded_and_a_one_channel_refiner_refused():
+    transforms, trained_for = _refiner_preprocessing(liver_contrast_hu=100.0)
+    assert trained_for["in_channels"] == 2 and trained_for["liver_contrast_hu"] == 100.0
+    hu = np.full((1, 24, 24, 24), 60.0, dtype=np.float32)
+    hu[0, 10:14, 10:14, 10:14] = 35.0
+    label = np.zeros((1, 24, 24, 24), dtype=np.uint8)
+    label[0, 2:22, 2:22, 2:22] = 1
+    out = transforms({"image": MetaTensor(hu), "label": MetaTensor(label)})
+    assert out["image"].shape == (2, 24, 24, 24) and "liver_contrast" not in out
+    # Channel 0 the [-100, 400] window (60 HU: 0.32); channel 1 25 HU under the liver,
+    # both smoothed by the 1-voxel Gaussian (the lesion's centre keeps most of it).
+    assert float(out["image"][0, 3, 3, 3]) == pytest.approx(0.32, abs=1e-4)
+    assert float(out["image"][1, 3, 3, 3]) == pytest.approx(0.0, abs=1e-4)
+    assert -0.25 < float(out["image"][1, 11, 11, 11]) < -0.15
+    _, one_channel = _refiner_preprocessing()
+    assert one_channel["in_channels"] == 1
+    older = {k: v for k, v in one_channel.items() if k != "liver_contrast_hu"}
+    assert trained_for_differences(older, trained_for) == [
+        "in_channels: trained 1, configured 2",
+        "liver_contrast_hu: trained 0.0, configured 100.0",
+    ]
+    parser = ConfigParser()
+    parser.read_config(configs("common.yaml", "train.yaml", "cascade.yaml"))
+    parser.update({"liver_contrast_hu": 100.0})
+    assert parser.get_parsed_content("locator#trained_for#in_channels") == 1
