@@ -50,7 +50,7 @@ def split_records(
         raise ValueError(
             "the data set has no test split: its validation cases chose the checkpoint, so "
             "scoring them is no test. Hold out a test split (--test_fraction 0.2, the "
-            "default, or a datalist's \"test\" list), or score validation knowingly with "
+            'default, or a datalist\'s "test" list), or score validation knowingly with '
             "--eval_split validation"
         )
     if not records:

@@ -117,9 +117,7 @@ class _BandOracle(torch.nn.Module):
 
 
 @pytest.mark.parametrize("pixdim", [[1.6, 1.8, 2.5], [1.5, 1.5, 3.0]], ids=["2x", "uneven"])
-def test_postprocessing_on_the_network_grid_equals_it_on_the_scans(
-    tiny_ckpt, monkeypatch, pixdim
-):
+def test_postprocessing_on_the_network_grid_equals_it_on_the_scans(tiny_ckpt, monkeypatch, pixdim):
     image = np.full((72, 64, 20), -1000, dtype=np.int16)
     image[4:-4, 4:-4, 1:-1] = 0  # the body
     image[10:50, 10:50, 4:16] = 300  # the liver
