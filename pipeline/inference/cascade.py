@@ -46,13 +46,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from pipeline.inference.predictor import (
-    NetworkOutput,
-    PendingScan,
-    Prediction,
-    ScanPredictor,
-    timed,
-)
+from pipeline.inference.prediction import NetworkOutput, PendingScan, Prediction
+from pipeline.inference.predictor import ScanPredictor, timed
 from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.scans import Scan
 from pipeline.labels import LIVER

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.inference.dicom_seg import save_dicom_seg
 from pipeline.inference.dicom_series import read_series
-from pipeline.inference.predictor import Prediction
+from pipeline.inference.prediction import Prediction
 from pipeline.inference.scans import OUTPUT_SUFFIX, InvalidScanError, Scan
 from pipeline.io import save_label_map_itk_like, save_label_map_like, save_nifti
 from pipeline.names import split_image_suffix

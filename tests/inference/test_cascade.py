@@ -18,7 +18,8 @@ from monai.transforms import Compose
 from pipeline.checkpoints import trained_for_differences
 from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
 from pipeline.inference.folder_run import FolderRun
-from pipeline.inference.predictor import NetworkOutput, PendingScan, ScanPredictor, grid_spacing
+from pipeline.inference.prediction import NetworkOutput, PendingScan, grid_spacing
+from pipeline.inference.predictor import ScanPredictor
 from pipeline.inference.quality import edge_axes
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti
