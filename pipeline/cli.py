@@ -161,7 +161,8 @@ def _sim2real(args: argparse.Namespace) -> int:
 
     cases = default_cases(Path(args.real_ct))
     overrides = parse_settings(args.settings)
-    record = run_sim2real(args.ckpt, args.out, args.overlay or [], cases=cases, **overrides)
+    ckpt = args.ckpt[0] if len(args.ckpt) == 1 else args.ckpt
+    record = run_sim2real(ckpt, args.out, args.overlay or [], cases=cases, **overrides)
     for case in record["cases"]:
         print(
             f"{case['case']}: liver Dice {case['liver_dice']:.3f}, "
@@ -282,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim2real = sub.add_parser(
         "sim2real", help="score a phantom-trained model's liver on the real CTs in ../shared"
     )
-    sim2real.add_argument("--ckpt", required=True, help="model weights")
+    sim2real.add_argument(
+        "--ckpt", required=True, nargs="+", help="model weights; several: their ensemble"
+    )
     sim2real.add_argument("--out", required=True, help="output folder (JSON and figures)")
     sim2real.add_argument(
         "--overlay", nargs="*", help="configs stacked on common.yaml, e.g. demo.yaml"

@@ -49,14 +49,15 @@ class PredictResult:
 
 
 def build_predictor(
-    ckpt: str | os.PathLike | None = None,
+    ckpt: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     config_files: Sequence[str | os.PathLike] | None = None,
     **overrides: Any,
 ):
     """The configured :class:`~pipeline.inference.predictor.ScanPredictor`.
 
     Args:
-        ckpt: weights file (default: the config's ``ckpt``, the bundle's models/model.pt).
+        ckpt: weights file, or several whose probabilities are averaged (default: the
+            config's ``ckpt``, the bundle's models/model.pt).
         config_files: configs to merge (default: the bundle's common.yaml, which defines
             the predictor); add the overlays the model was trained with (e.g. demo.yaml).
         **overrides: any config id, e.g. ``tta=True``, ``device="cpu"``.
@@ -68,8 +69,10 @@ def build_predictor(
     parser.read_config(files)
     # As on the command line: the bundle root is the parent of the configs folder.
     overrides.setdefault("bundle_root", bundle_root_of(files))
-    if ckpt is not None:
+    if isinstance(ckpt, (str, os.PathLike)):
         overrides["ckpt"] = str(ckpt)
+    elif ckpt is not None:
+        overrides["ckpt"] = [str(path) for path in ckpt]
     parser.update(overrides)
     return parser.get_parsed_content("predictor")
 

@@ -128,7 +128,7 @@ def _ct_on_grid(case: RealCase, reference: nib.Nifti1Image) -> np.ndarray | None
 
 
 def run_sim2real(
-    ckpt: str | os.PathLike,
+    ckpt: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     overlays: Sequence[str | os.PathLike] = (),
     cases: Sequence[RealCase] | None = None,
@@ -137,7 +137,7 @@ def run_sim2real(
     """Score ``ckpt`` on real scans; writes ``sim2real.json`` and the figures.
 
     Args:
-        ckpt: the weights (trained on phantoms).
+        ckpt: the weights (trained on phantoms), or several: an ensemble.
         out_dir: output folder.
         overlays: configs stacked on common.yaml (the ones the model was trained with):
             paths, or names of the bundle's configs (``demo.yaml``).
@@ -154,6 +154,7 @@ def run_sim2real(
     overlays = [o if Path(o).exists() else config_file(str(o)) for o in overlays]
     predictor = build_predictor(ckpt, [config_file("common.yaml"), *overlays], **overrides)
     results = [score_case(case, predictor, out) for case in cases]
-    record = {"checkpoint": str(ckpt), "overlays": [str(o) for o in overlays], "cases": results}
+    checkpoint = str(ckpt) if isinstance(ckpt, (str, os.PathLike)) else [str(c) for c in ckpt]
+    record = {"checkpoint": checkpoint, "overlays": [str(o) for o in overlays], "cases": results}
     write_json(record, out / "sim2real.json")
     return record

@@ -68,3 +68,11 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
     # The 3 mm scan holds a litre or two of liver (its dome reaches the last slice).
     assert 500 < record["cases"][0]["liver_volume_ref_ml"] < 3000
     assert json.loads((tmp_path / "out" / "sim2real.json").read_text())["cases"]
+    # Two checkpoints are an ensemble; the same weights twice average to the same masks.
+    pair = run_sim2real(
+        [ckpt, ckpt], tmp_path / "pair", ["quick.yaml"], cases=default_cases(real_ct_dir), **tiny
+    )
+    assert pair["checkpoint"] == [str(ckpt), str(ckpt)]
+    for one, two in zip(record["cases"], pair["cases"], strict=True):
+        assert two["liver_dice"] == pytest.approx(one["liver_dice"], abs=1e-6)
+        assert two["liver_volume_pred_ml"] == pytest.approx(one["liver_volume_pred_ml"])
