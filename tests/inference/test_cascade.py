@@ -425,7 +425,8 @@ class TumourWhereDarkerThanLiver(torch.nn.Module):
 
 def test_the_liver_contrast_channel_is_centred_on_the_located_liver(tmp_path):
     # Liver at 300 HU with a 260 HU lesion: 40 HU below the located liver's median is
-    # -0.4 at a half width of 100 HU, the rest of the box (0 HU) clipped to -1.
+    # -0.4 at a half width of 100 HU, the liver itself 0. Centred anywhere else (0 HU,
+    # the scan's median) the liver would read +1 and no tumour would be found.
     block = (slice(8, 20), slice(10, 30), slice(3, 8))
     lesion = (slice(12, 15), slice(16, 20), slice(5, 7))
     scan = _scan(tmp_path, block)
