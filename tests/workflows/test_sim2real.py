@@ -73,6 +73,20 @@ def test_sim2real_scores_both_real_scans(tmp_path, real_ct_dir):
         [ckpt, ckpt], tmp_path / "pair", ["quick.yaml"], cases=default_cases(real_ct_dir), **tiny
     )
     assert pair["checkpoint"] == [str(ckpt), str(ckpt)]
+    # The second file is read, not dropped: a missing one stops the run naming it.
+    with pytest.raises(Exception) as failure:
+        run_sim2real(
+            [ckpt, tmp_path / "missing.pt"],
+            tmp_path / "bad",
+            ["quick.yaml"],
+            cases=default_cases(real_ct_dir),
+            **tiny,
+        )
+    causes, error = [], failure.value
+    while error is not None:  # MONAI's config parser wraps the loader's error
+        causes.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("missing.pt" in cause for cause in causes)
     for one, two in zip(record["cases"], pair["cases"], strict=True):
         assert two["liver_dice"] == pytest.approx(one["liver_dice"], abs=1e-6)
         assert two["liver_volume_pred_ml"] == pytest.approx(one["liver_volume_pred_ml"])
