@@ -1,3 +1,3 @@
-"""Data: finding a user's data set and splitting it (``datalist``), and the synthetic CT
-phantoms the project makes when there is none (``synth/``).
+"""Data: finding a user's data set and splitting it (``layouts``, ``datalist``), and the
+synthetic CT phantoms the project makes when there is none (``synth/``).
 """

@@ -20,12 +20,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from pipeline.data.datalist import (
-    DatasetLayoutError,
-    discover_dataset,
-    is_dicom_file,
-    is_dicom_folder,
-)
+from pipeline.data.datalist import discover_dataset
+from pipeline.data.layouts import DatasetLayoutError, is_dicom_file, is_dicom_folder
 from pipeline.names import NIFTI_SUFFIXES, split_image_suffix
 
 OUTPUT_SUFFIX = "_seg"
