@@ -1,3 +1,3 @@
 """Synthetic abdominal CT phantoms: shapes, tissues (HU calibrated on real CT), anatomy,
-rendering, one phantom (``phantom``) and whole data sets on disk (``dataset``).
+lesions, rendering, one phantom (``phantom``) and whole data sets on disk (``dataset``).
 """

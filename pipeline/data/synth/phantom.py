@@ -1,7 +1,7 @@
 """Synthetic abdominal CT phantoms with liver and tumour labels, calibrated on real CT.
 
 A phantom is drawn from one integer seed: anatomy (:mod:`pipeline.data.synth.anatomy`),
-tumours, CT numbers for a non-contrast or portal-venous phase
+tumours (:mod:`pipeline.data.synth.lesions`), CT numbers for a non-contrast or portal-venous phase
 (:mod:`pipeline.data.synth.tissues`), then the acquisition: partial-volume averaging, a point
 spread blur, spatially correlated noise, int16 storage and an affine in RAS, LPS or LAS.
 The same seed and settings give byte-identical arrays.
@@ -21,20 +21,25 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
-from pipeline.labels import LIVER, TUMOUR
 from pipeline.data.synth.anatomy import Anatomy, sample_anatomy
+from pipeline.data.synth.lesions import (
+    CALIBRATION_SPACING,
+    TumourSpec,
+    paint_tumours,
+    sample_tumours,
+    tumour_info,
+)
 from pipeline.data.synth.render import paint_tissue
-from pipeline.data.synth.shapes import Grid, SmoothField, ellipsoid_radius, random_rotation
+from pipeline.data.synth.shapes import Grid, SmoothField
 from pipeline.data.synth.tissues import (
     PHASES,
     Tissue,
     hu_lookup_table,
     sample_tissue_hu,
-    sample_tumour_hu,
 )
+from pipeline.labels import LIVER, TUMOUR
 
 ORIENTATIONS = ("RAS", "LPS", "LAS")
-_CALIBRATION_SPACING = 4.0  # mm; coarse grid used to size the liver and place tumours
 _TUMOUR_TISSUES = (Tissue.TUMOUR, Tissue.TUMOUR_RIM, Tissue.TUMOUR_CORE)
 _FOV_STREAM = 7919  # second entropy word of the field-of-view random stream
 
@@ -71,21 +76,6 @@ class PhantomConfig:
     liver_volume_ml: float | None = None
     partial_fov_prob: float = 0.0
     slab_mm: tuple[float, float] = (36.0, 120.0)
-
-
-@dataclass
-class TumourSpec:
-    """One lesion in world mm; ``kind`` is "solid", "rim" (enhancing rim) or "necrotic"."""
-
-    centre: np.ndarray
-    radii: np.ndarray
-    rotation: np.ndarray
-    diameter_mm: float
-    hu: dict[str, float]
-    kind: str
-    at_surface: bool
-    rim_mm: float = 0.0
-    core_fraction: float = 0.0
 
 
 @dataclass
@@ -153,8 +143,10 @@ def generate_phantom(seed: int, config: PhantomConfig | None = None) -> Phantom:
     )
     tissue, liver = paint_tissue(anatomy, fine)
     coarse_liver = _subsampled_liver(liver, fine)
-    tumours = _sample_tumours(rng, coarse_liver, phase, hu[Tissue.LIVER], config)
-    lesion_ids = _paint_tumours(tumours, fine, tissue, liver)
+    tumours = sample_tumours(
+        rng, coarse_liver, phase, hu[Tissue.LIVER], config.n_tumours, config.tumour_free_prob
+    )
+    lesion_ids = paint_tumours(tumours, fine, tissue, liver)
     hu_volume = hu_lookup_table(hu)[tissue]
     _add_texture_and_lesion_hu(hu_volume, tissue, lesion_ids, tumours, fine, rng)
 
@@ -179,7 +171,7 @@ def generate_phantom(seed: int, config: PhantomConfig | None = None) -> Phantom:
         "hu": {t.name.lower(): round(v, 2) for t, v in hu.items()},
         "liver_volume_ml": float(np.count_nonzero(label >= LIVER) * voxel_ml),
         "tumour_volume_ml": float(np.count_nonzero(label == TUMOUR) * voxel_ml),
-        "tumours": [_tumour_info(t) for t in tumours],
+        "tumours": [tumour_info(t) for t in tumours],
     }
     return Phantom(image, label, tissue, lesion_ids, affine, info)
 
@@ -190,7 +182,7 @@ def _calibrate_liver(anatomy: Anatomy, target_ml: float, grid: Grid) -> None:
     Painting (not just the implicit shape) counts what neighbouring organs, vessels and
     the diaphragm take away from the liver.
     """
-    step = _CALIBRATION_SPACING
+    step = CALIBRATION_SPACING
     shape = tuple(
         max(int(np.ceil(n * s / step)), 8) for n, s in zip(grid.shape, grid.spacing, strict=True)
     )
@@ -203,103 +195,13 @@ def _calibrate_liver(anatomy: Anatomy, target_ml: float, grid: Grid) -> None:
 
 def _subsampled_liver(liver: np.ndarray, grid: Grid) -> dict[str, Any]:
     """The painted liver on a grid of about 4 mm, where tumour centres are drawn."""
-    step = [max(1, int(round(_CALIBRATION_SPACING / s))) for s in grid.spacing]
+    step = [max(1, int(round(CALIBRATION_SPACING / s))) for s in grid.spacing]
     coarse = Grid(
         tuple(len(range(0, n, k)) for n, k in zip(grid.shape, step, strict=True)),
         tuple(s * k for s, k in zip(grid.spacing, step, strict=True)),
         grid.origin,
     )
     return {"grid": coarse, "mask": liver[:: step[0], :: step[1], :: step[2]]}
-
-
-def _sample_tumours(
-    rng: np.random.Generator,
-    coarse: dict[str, Any],
-    phase: str,
-    liver_hu: float,
-    config: PhantomConfig,
-) -> list[TumourSpec]:
-    """Draw lesions inside the coarse liver: sizes 5-100 mm, most of them small."""
-    if config.n_tumours is not None:
-        count = int(config.n_tumours)
-    elif rng.random() < config.tumour_free_prob:
-        count = 0
-    else:
-        count = int(min(1 + rng.geometric(0.35) - 1, 15))
-    mask, grid = coarse["mask"], coarse["grid"]
-    if count == 0 or not mask.any():
-        return []
-    depth = ndimage.distance_transform_edt(mask, sampling=grid.spacing)
-    idx = np.argwhere(mask)
-    x, y, z = grid.axes()
-    world = np.stack([x.ravel()[idx[:, 0]], y.ravel()[idx[:, 1]], z.ravel()[idx[:, 2]]], axis=1)
-    depths = depth[mask]
-    tumours = []
-    large_done = False
-    for _ in range(count):
-        # 5 mm * 20 ** u^1.6 spans 5-100 mm with a median near 13 mm.
-        diameter = float(5.0 * 20.0 ** (rng.random() ** 1.6))
-        if diameter > 60:
-            if large_done:
-                diameter = float(rng.uniform(5, 30))
-            large_done = True
-        radius = diameter / 2
-        at_surface = bool(rng.random() < 0.25)
-        if at_surface:
-            candidates = np.nonzero(depths <= max(_CALIBRATION_SPACING, 0.3 * radius))[0]
-        else:
-            candidates = np.nonzero(depths >= min(0.8 * radius, 0.8 * depths.max()))[0]
-        if candidates.size == 0:
-            candidates = np.arange(depths.size)
-        centre = world[rng.choice(candidates)] + rng.uniform(-2, 2, size=3)
-        kind = "solid"
-        roll = rng.random()
-        if diameter > 25 and roll < 0.3:
-            kind = "necrotic"
-        elif roll < 0.2:
-            kind = "rim"
-        radii = radius * rng.uniform(0.85, 1.15, size=3)
-        radii *= radius / np.prod(radii) ** (1 / 3)  # keep the equivalent diameter
-        tumours.append(
-            TumourSpec(
-                centre=centre,
-                radii=radii,
-                rotation=random_rotation(rng, 90),
-                diameter_mm=diameter,
-                hu=sample_tumour_hu(phase, liver_hu, rng),
-                kind=kind,
-                at_surface=at_surface,
-                rim_mm=float(max(2.0, 0.12 * radius)) if kind == "rim" else 0.0,
-                core_fraction=float(rng.uniform(0.4, 0.6)) if kind == "necrotic" else 0.0,
-            )
-        )
-    return tumours
-
-
-def _tumour_radius(tumour: TumourSpec, axes) -> np.ndarray:
-    return ellipsoid_radius(axes, tumour.centre, tumour.radii, tumour.rotation)
-
-
-def _paint_tumours(
-    tumours: list[TumourSpec], grid: Grid, tissue: np.ndarray, liver: np.ndarray
-) -> np.ndarray:
-    """Paint lesions into the tissue map, inside the liver only; return lesion ids (int16)."""
-    lesion_ids = np.zeros(grid.shape, dtype=np.int16)
-    for index, tumour in enumerate(tumours, start=1):
-        box = grid.box(tumour.centre, tumour.radii.max() * 1.05)
-        if box is None:
-            continue
-        radius = _tumour_radius(tumour, grid.axes(box))
-        body = (radius < 1) & liver[box]
-        region = tissue[box]
-        region[body] = Tissue.TUMOUR
-        if tumour.kind == "rim":
-            inner = 1 - tumour.rim_mm / float(tumour.radii.mean())
-            region[body & (radius >= inner)] = Tissue.TUMOUR_RIM
-        elif tumour.kind == "necrotic":
-            region[body & (radius < tumour.core_fraction)] = Tissue.TUMOUR_CORE
-        lesion_ids[box][body] = index
-    return lesion_ids
 
 
 def _add_texture_and_lesion_hu(
@@ -405,13 +307,3 @@ def _reorient(arrays: tuple[np.ndarray, ...], affine: np.ndarray, target: str):
     new_affine = affine @ orientations.inv_ornt_aff(transform, arrays[0].shape)
     flipped = [np.ascontiguousarray(orientations.apply_orientation(a, transform)) for a in arrays]
     return (*flipped, new_affine)
-
-
-def _tumour_info(tumour: TumourSpec) -> dict[str, Any]:
-    return {
-        "centre_mm": [round(float(c), 2) for c in tumour.centre],
-        "diameter_mm": round(tumour.diameter_mm, 2),
-        "kind": tumour.kind,
-        "at_surface": tumour.at_surface,
-        "hu": {k: round(v, 2) for k, v in tumour.hu.items()},
-    }
