@@ -222,8 +222,37 @@ def test_the_refiner_chooses_among_liver_sized_located_regions(tmp_path, max_can
     (note,) = prediction.warnings
     assert prediction.notes == []
     # 1000 and 300 voxels of 1.8 uL: the located and refined volumes, rounded to mL.
-    assert note.startswith("stage 1 found 2 liver-sized regions, 2 mL (refined: 0 mL), ")
-    assert "1 mL (refined: 1 mL)" in note and "the one of 1 mL, which was kept" in note
+    assert note.startswith(
+        "stage 1 found 2 liver-sized regions, 2 mL (refined: 0 mL, 0 mL of it inside), "
+    )
+    assert "1 mL (refined: 1 mL, 1 mL of it inside)" in note
+    assert note.endswith("both stages agree on most liver in the one of 1 mL, which was kept")
+
+
+def test_the_kept_region_is_where_both_stages_agree_not_where_the_refiner_finds_most(tmp_path):
+    # The large region (1000 voxels at 300 HU) is liver to both stages. The smaller one is
+    # a thin L of 300 HU (what the locator calls liver) around a 200 HU block that only the
+    # refiner calls liver: its box holds 2.5 times more refined liver than the large
+    # one's, but little of it inside the located L (as the pelvis of the real 3 mm CT).
+    image = np.full(SHAPE, -1000, dtype=np.int16)
+    image[2:-2, 2:-2, 1:-1] = 0
+    image[3:13, 4:24, 3:8] = 300
+    image[22:36, 6:32, 3:9] = 200
+    image[21, 5:33, 3:9] = 300
+    image[21:37, 5, 3:9] = 300
+    scan = Scan("case", save_nifti(image, _lps_affine(), tmp_path / "case.nii.gz"), "nifti")
+    cascade = _cascade(2.0, BrightIsLiver(), locator=VeryBrightIsLiver())
+    prediction = cascade.predict(scan)
+    large = np.zeros(SHAPE, dtype=bool)
+    large[3:13, 4:24, 3:8] = True
+    np.testing.assert_array_equal(prediction.labels == 1, large)
+    # 1000 agreed voxels against 258 (the L), more than CLEAR_MARGIN times: a note.
+    assert prediction.warnings == []
+    (note,) = prediction.notes
+    voxel_ml = np.prod(SPACING) / 1000.0
+    refined_in_l_box = 258 + 14 * 26 * 6  # the L and the whole 200 HU block
+    assert f"(refined: {refined_in_l_box * voxel_ml:.0f} mL, 0 mL of it inside)" in note
+    assert note.endswith("the one of 2 mL, which was kept")
 
 
 def test_a_clearly_confirmed_largest_region_is_a_note_not_a_warning(tmp_path):
@@ -235,7 +264,9 @@ def test_a_clearly_confirmed_largest_region_is_a_note_not_a_warning(tmp_path):
     np.testing.assert_array_equal(prediction.labels == 1, large)
     assert prediction.warnings == []
     (note,) = prediction.notes
-    assert note.startswith("stage 1 found 2 liver-sized regions, 2 mL (refined: 2 mL), ")
+    assert note.startswith(
+        "stage 1 found 2 liver-sized regions, 2 mL (refined: 2 mL, 2 mL of it inside), "
+    )
     assert note.endswith("the one of 2 mL, which was kept")
     FolderRun(cascade, [_two_livers(tmp_path, 300, 200)], tmp_path / "out", progress=False).run()
     record = json.loads((tmp_path / "out" / "case.json").read_text())
