@@ -84,8 +84,10 @@ def _cascade(
 ) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel.
 
-    ``settings`` are further config values (``liver_contrast_hu``...).
+    ``settings`` are further config values. The liver-contrast channel is off unless
+    given (``liver_contrast_hu``): these refiners read the image, and the prior, alone.
     """
+    settings.setdefault("liver_contrast_hu", 0.0)
     parser = ConfigParser()
     parser.read_config(configs("common.yaml", "inference.yaml", "cascade.yaml", *overlays))
     # Unsmoothed input: these refiners threshold intensities, and the boxes are the test.
@@ -149,6 +151,9 @@ def test_in_training_the_prior_channel_is_the_reference_liver_on_the_locators_gr
     parser = ConfigParser()
     parser.read_config(configs("common.yaml", "train.yaml", "cascade.yaml", "cascade_prior.yaml"))
     parser.update({"pixdim": [1.0, 1.0, 1.0], "locator#pixdim": [4.0, 4.0, 4.0]})
+    # With the liver-contrast channel (the default) the prior comes third.
+    assert parser.get_parsed_content("trained_for#in_channels") == 3
+    parser.update({"liver_contrast_hu": 0.0})
     assert parser.get_parsed_content("trained_for#in_channels") == 2  # image + prior
     assert parser.get_parsed_content("locator#trained_for#in_channels") == 1  # the image
     label = np.zeros((1, 40, 40, 40), dtype=np.uint8)
@@ -472,8 +477,8 @@ def test_the_liver_contrast_channel_is_centred_on_the_located_liver(tmp_path):
     np.testing.assert_array_equal(cascade.predict(scan).labels, expected)
 
 
-def test_the_liver_contrast_channel_is_recorded_and_a_one_channel_refiner_refused():
-    transforms, trained_for = _refiner_preprocessing(liver_contrast_hu=100.0)
+def test_the_liver_contrast_channel_is_on_recorded_and_a_one_channel_refiner_refused():
+    transforms, trained_for = _refiner_preprocessing()  # cascade.yaml's default: 100 HU
     assert trained_for["in_channels"] == 2 and trained_for["liver_contrast_hu"] == 100.0
     hu = np.full((1, 24, 24, 24), 60.0, dtype=np.float32)
     hu[0, 10:14, 10:14, 10:14] = 35.0
@@ -486,7 +491,7 @@ def test_the_liver_contrast_channel_is_recorded_and_a_one_channel_refiner_refuse
     assert float(out["image"][0, 3, 3, 3]) == pytest.approx(0.32, abs=1e-4)
     assert float(out["image"][1, 3, 3, 3]) == pytest.approx(0.0, abs=1e-4)
     assert -0.25 < float(out["image"][1, 11, 11, 11]) < -0.15
-    _, one_channel = _refiner_preprocessing()
+    _, one_channel = _refiner_preprocessing(liver_contrast_hu=0.0)
     assert one_channel["in_channels"] == 1
     older = {k: v for k, v in one_channel.items() if k != "liver_contrast_hu"}
     assert trained_for_differences(older, trained_for) == [
