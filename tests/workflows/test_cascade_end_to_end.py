@@ -55,6 +55,10 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
     assert "liver_box" not in cropped
     trained.run()
     refiner_ckpt = tmp_path / "refiner" / "models" / "model.pt"
+    # The default refiner reads the image and its HU against the located liver.
+    refiner_trained_for = torch.load(refiner_ckpt, weights_only=True)["trained_for"]
+    assert refiner_trained_for["in_channels"] == 2
+    assert refiner_trained_for["liver_contrast_hu"] == 100.0
 
     # Inference: both stages, the refiner's mask written back on each scan's grid.
     inference = _cascade_inference(tmp_path, "masks", refiner_ckpt, locator_ckpt)
@@ -103,7 +107,8 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
         **MARGIN,
     ).run()
     prior_ckpt = tmp_path / "prior" / "models" / "model.pt"
-    assert torch.load(prior_ckpt, weights_only=True)["trained_for"]["in_channels"] == 2
+    # Image, liver contrast, stage 1's liver.
+    assert torch.load(prior_ckpt, weights_only=True)["trained_for"]["in_channels"] == 3
     with_prior = _cascade_inference(
         tmp_path, "prior_masks", prior_ckpt, locator_ckpt, "cascade_prior.yaml"
     )
