@@ -13,7 +13,10 @@ and at whether the mask is a plausible liver:
   crop, or not CT); a body narrower or wider than an abdomen (a stale voxel size makes
   the body 8 times too small); less z extent than the network's window; a predicted
   liver outside the plausible volume range; a liver touching the scan's first or last
-  slice along an axis (the field of view cuts it, so its volume is too small).
+  slice along an axis (the field of view cuts it, so its volume is too small); a liver
+  whose centre lies to the patient's left of the body's centre (the liver lies on the
+  right in all but situs inversus, about 1 in 10,000: a header whose left and right are
+  swapped, or another organ segmented as liver).
 
 Written by hand: no maintained library checks CT inputs for these conditions. The
 thresholds live in ``common.yaml`` (``qc``) and are documented there.
@@ -45,6 +48,9 @@ class QualityReport:
 
     verdict: str = PASS
     reasons: list[str] = field(default_factory=list)
+    # The body's centre in world mm (RAS: +x is the patient's right), from check_scan,
+    # for check_mask's side check; not part of the JSON.
+    body_centre_mm: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def add(self, level: str, reason: str) -> None:
         """Record a finding at ``level`` (``warn`` or ``fail``)."""
@@ -95,6 +101,10 @@ class QualityControl:
         min_z_mm: less z extent than this (the network's window): ``warn``.
         min_liver_ml / max_liver_ml: a predicted liver outside this range: ``warn``
             (adult livers are 1-2.5 L; large tumour burdens reach 4 L).
+        min_liver_right_mm: the predicted liver's centre less than this far to the
+            patient's right of the body's centre (world x, RAS): ``warn``. Livers lie
+            well to the right of it (the phantoms' 21-63 mm, the real CTs of
+            ``../shared`` 69 and 73 mm). None: no side check.
         enabled: off skips every check (verdict ``pass``, no reasons).
     """
 
@@ -107,6 +117,7 @@ class QualityControl:
     min_z_mm: float = 0.0
     min_liver_ml: float = 300.0
     max_liver_ml: float = 5000.0
+    min_liver_right_mm: float | None = 0.0
     enabled: bool = True
 
     def check_scan(self, image: Any, affine: Any) -> QualityReport:
@@ -146,6 +157,7 @@ class QualityControl:
         axial = superior_voxel_axis(np.asarray(affine, dtype=np.float64))
         body = (sample > self.body_hu).numpy()
         if body.any():
+            report.body_centre_mm = _world_centre(body, step, affine)
             extent = _extent_mm(body, spacing * step)
             widest = max(e for a, e in enumerate(extent) if a != axial)
             if not self.min_body_mm <= widest <= self.max_body_mm:
@@ -186,3 +198,29 @@ class QualityControl:
                 f"the liver touches the scan's edge (array axes {cut}): the field of view "
                 "may cut it, and its volume is then too small",
             )
+        if self.min_liver_right_mm is None or report.body_centre_mm is None or liver_ml == 0:
+            return
+        step = max(1, int(np.ceil((labels.size / _MAX_SAMPLED_VOXELS) ** (1 / 3))))
+        sample = labels[::step, ::step, ::step] > 0
+        if not sample.any():
+            return
+        right_mm = float(_world_centre(sample, step, affine)[0] - report.body_centre_mm[0])
+        if right_mm < self.min_liver_right_mm:
+            side = (
+                f"{-right_mm:.0f} mm to the patient's left of"
+                if right_mm < 0
+                else (f"only {right_mm:.0f} mm to the patient's right of")
+            )
+            report.add(
+                WARN,
+                f"the liver's centre lies {side} the body's centre: a liver lies on the "
+                "right except in situs inversus; are left and right swapped in the "
+                "header, or is another organ segmented as liver?",
+            )
+
+
+def _world_centre(mask: np.ndarray, step: int, affine: Any) -> np.ndarray:
+    """The centre of ``mask`` (sampled every ``step`` voxels) in world mm."""
+    voxel = np.array([index.mean() for index in np.nonzero(mask)]) * step
+    matrix = np.asarray(affine, dtype=np.float64)
+    return matrix[:3, :3] @ voxel + matrix[:3, 3]

@@ -88,6 +88,35 @@ def test_liver_volume_and_field_of_view_checks():
     ]
 
 
+def test_a_liver_on_the_patients_left_warns(phantom):
+    # The LPS phantom's liver lies right of its body's centre; negating the affine's x
+    # row (left and right swapped in the header) puts it as far on the left.
+    liver = (phantom.label > 0).astype(np.uint8)
+    report = QC.check_scan(phantom.image, phantom.affine)
+    QC.check_mask(liver, phantom.affine, report)
+    assert not any("patient's" in reason for reason in report.reasons)
+    world = phantom.affine[:3, :3] @ np.argwhere(liver).mean(axis=0) + phantom.affine[:3, 3]
+    right_mm = world[0] - report.body_centre_mm[0]
+    assert right_mm > 20  # the phantoms' livers lie 21-63 mm right of the body's centre
+    swapped = phantom.affine.copy()
+    swapped[0] *= -1
+    report = QC.check_scan(phantom.image, swapped)
+    QC.check_mask(liver, swapped, report)
+    (reason,) = [r for r in report.reasons if "patient's" in r]
+    expected = f"warn: the liver's centre lies {right_mm:.0f} mm to the patient's left"
+    assert reason.startswith(expected)
+    assert report.verdict == "warn"
+    # A threshold 10 mm beyond where the liver lies warns too; None: no check.
+    strict = QualityControl(min_liver_right_mm=right_mm + 10)
+    report = strict.check_scan(phantom.image, phantom.affine)
+    strict.check_mask(liver, phantom.affine, report)
+    assert any(f"only {right_mm:.0f} mm to the patient's right" in r for r in report.reasons)
+    unchecked = QualityControl(min_liver_right_mm=None)
+    report = unchecked.check_scan(phantom.image, swapped)
+    unchecked.check_mask(liver, swapped, report)
+    assert not any("patient's" in reason for reason in report.reasons)
+
+
 def test_disabled_control_says_nothing():
     off = QualityControl(enabled=False)
     assert off.check_scan(np.zeros((8, 8, 8)), np.eye(4)).to_dict() == {
