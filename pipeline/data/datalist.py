@@ -145,4 +145,6 @@ def discover_dataset(
         found = read_datalist(root)
     else:
         found = find_layout(root, require_labels)
+        if found.layout == "datalist":  # the folder's datalist.json: name the file read
+            root = root / "datalist.json"
     return DiscoveredDataset(root, found.layout, found.cases, found.predefined_split, label_map)

@@ -16,6 +16,7 @@ from pipeline.transforms.labels import RemapLabelsd
 def test_lits_layout_pairs(tiny_lits):
     found = discover_dataset(tiny_lits)
     assert found.layout == "datalist"  # the generator's datalist.json takes precedence
+    assert found.root == tiny_lits / "datalist.json"  # what messages name: the file read
     (tiny_lits / "datalist.json").rename(tiny_lits / "saved.json")
     try:
         found = discover_dataset(tiny_lits)
