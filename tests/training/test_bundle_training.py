@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,8 +40,14 @@ def _workflow(tmp: Path, **extra) -> ConfigWorkflow:
     return workflow
 
 
-def _run_training(tmp: Path, launcher: list[str], configs: list[str], *extra: str):
-    """Run ``monai.bundle run training`` in a subprocess with outputs under ``tmp``."""
+def _run_training(
+    tmp: Path, launcher: list[str], configs: list[str], *extra: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``monai.bundle run training`` in a subprocess with outputs under ``tmp``.
+
+    Args:
+        check: assert that the run succeeded (else the caller looks at the result).
+    """
     args = [
         *launcher,
         "-m",
@@ -56,8 +63,15 @@ def _run_training(tmp: Path, launcher: list[str], configs: list[str], *extra: st
     for key, value in _overrides(tmp).items():
         args += [f"--{key}", value]
     done = subprocess.run(args, cwd=tmp, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+# What libstdc++ prints when a C++ thread object is destroyed while still running: seen
+# once in CI and once in eight local runs from a torchrun rank tearing down gloo after
+# the training had finished (pytorch/pytorch#190489 describes the same abort).
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def _rows(tmp: Path) -> list[dict]:
@@ -193,7 +207,15 @@ def test_quick_training_from_the_command_line(tmp_path):
 def test_two_process_torchrun_on_cpu_only_rank0_writes(tmp_path):
     files = configs("common.yaml", "train.yaml", "multi_gpu_train.yaml", "quick.yaml")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    _run_training(tmp_path, launcher, files, "--synthetic#n_cases", "6", "--val_fraction", "0.34")
+    extra = ("--synthetic#n_cases", "6", "--val_fraction", "0.34")
+    done = _run_training(tmp_path, launcher, files, *extra, check=False)
+    finished = (tmp_path / "run" / "models" / "model.pt").exists()
+    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr and finished:
+        # Torch's teardown after a finished run, not this project's code: once more, and
+        # that run must pass.
+        shutil.rmtree(tmp_path / "run")
+        done = _run_training(tmp_path, launcher, files, *extra, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert [int(r["epoch"]) for r in _rows(tmp_path)] == [1, 2]
     # One process writes: two TensorBoardStatsHandlers and the epoch report, one checkpoint.
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 3
