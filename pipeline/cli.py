@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -34,10 +35,16 @@ def _synth(args: argparse.Namespace) -> int:
         layout=args.layout,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        extra_training_cases=args.extra_train_cases,
+        workers=args.workers,
         **options,
     )
     seconds = time.perf_counter() - start
-    print(f"{args.cases} synthetic cases ({args.layout} layout) in {args.out} ({seconds:.1f} s)")
+    extra = f" + {args.extra_train_cases} for training only" if args.extra_train_cases else ""
+    print(
+        f"{args.cases}{extra} synthetic cases ({args.layout} layout) in {args.out} "
+        f"({seconds:.1f} s, {args.workers} process(es))"
+    )
     print(f"datalist: {datalist}")
     return 0
 
@@ -224,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--test-fraction", type=float, default=0.2)
+    synth.add_argument(
+        "--extra-train-cases",
+        type=int,
+        default=0,
+        help="more cases for the training split only; validation and test stay those "
+        "of --cases alone",
+    )
+    synth.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes generating cases at once (same files for any number; default: "
+        "the CPU count, at most 4)",
+    )
     synth.set_defaults(func=_synth)
 
     evaluate = sub.add_parser(

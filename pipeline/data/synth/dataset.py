@@ -9,12 +9,18 @@ Besides the scans and label maps, the folder receives:
 
 Each case has its own seed derived from (dataset seed, case index) with NumPy's
 SeedSequence, so no two cases of a dataset, nor of two datasets with different seeds,
-share a seed; the held-out test split therefore never shares a seed with training.
+share a seed; the held-out test split therefore never shares a seed with training. A
+case is therefore the same however many cases are generated, in which order and by how
+many processes, which lets a data set grow its training split (``extra_training_cases``)
+while its validation and test cases stay those of the smaller one.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +67,22 @@ def split_indices(n_cases: int, val_fraction: float, test_fraction: float) -> di
     }
 
 
+def _write_case(
+    out: Path, layout: str, seed: int, config: PhantomConfig, index: int
+) -> dict[str, Any]:
+    """Generate and save case ``index``; return its ``phantoms.json`` entry."""
+    image_rel, label_rel = case_paths(layout, index)
+    phantom = generate_phantom(case_seed(seed, index), config)
+    save_nifti(phantom.image, phantom.affine, out / image_rel)
+    save_nifti(phantom.label, phantom.affine, out / label_rel)
+    return {
+        "case": Path(image_rel).name.split(".")[0],
+        "image": image_rel,
+        "label": label_rel,
+        **phantom.info,
+    }
+
+
 def write_synthetic_dataset(
     out_dir: str | Path,
     n_cases: int,
@@ -70,6 +92,8 @@ def write_synthetic_dataset(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     progress: bool = True,
+    extra_training_cases: int = 0,
+    workers: int = 1,
     **phantom_options: Any,
 ) -> Path:
     """Generate ``n_cases`` phantoms into ``out_dir``; return the datalist path.
@@ -79,15 +103,25 @@ def write_synthetic_dataset(
 
     Args:
         out_dir: destination folder (created).
-        n_cases: number of cases.
+        n_cases: number of cases split into training / validation / test.
         seed: dataset seed; case seeds derive from it.
         shape: voxels per case.
         layout: "lits" or "msd".
-        val_fraction: share of cases in the validation split.
-        test_fraction: share of cases in the held-out test split.
+        val_fraction: share of the ``n_cases`` in the validation split.
+        test_fraction: share of the ``n_cases`` in the held-out test split.
         progress: show a tqdm progress bar.
+        extra_training_cases: cases ``n_cases``, ``n_cases + 1``... generated as well and
+            added to the training split only: more training data while the validation
+            and test cases stay those of ``n_cases`` alone.
+        workers: processes generating cases at once (the files are the same for any
+            number: each case has its own seed).
         **phantom_options: further :class:`PhantomConfig` fields (phase, spacing...).
     """
+    if extra_training_cases < 0 or workers < 1:
+        raise ValueError(
+            f"extra_training_cases must be >= 0 and workers >= 1, got "
+            f"{extra_training_cases} and {workers}"
+        )
     out = Path(out_dir)
     settings = {
         "n_cases": int(n_cases),
@@ -98,27 +132,28 @@ def write_synthetic_dataset(
         "test_fraction": test_fraction,
         "phantom_options": phantom_options,
     }
+    if extra_training_cases:
+        # Only when used, so folders written before this option are still reused.
+        settings["extra_training_cases"] = int(extra_training_cases)
     marker = out / _COMPLETE_MARKER
     datalist_path = out / "datalist.json"
     if marker.exists() and datalist_path.exists():
         if json.loads(marker.read_text()).get("settings") == settings:
             return datalist_path
     split = split_indices(n_cases, val_fraction, test_fraction)
-    config = PhantomConfig(shape=tuple(shape), **phantom_options)
-    cases = []
-    for index in tqdm(range(n_cases), desc="synthetic CT", disable=not progress, unit="case"):
-        image_rel, label_rel = case_paths(layout, index)
-        phantom = generate_phantom(case_seed(seed, index), config)
-        save_nifti(phantom.image, phantom.affine, out / image_rel)
-        save_nifti(phantom.label, phantom.affine, out / label_rel)
-        cases.append(
-            {
-                "case": Path(image_rel).name.split(".")[0],
-                "image": image_rel,
-                "label": label_rel,
-                **phantom.info,
-            }
-        )
+    total = n_cases + extra_training_cases
+    split["training"] = split["training"] + list(range(n_cases, total))
+    write_case = partial(
+        _write_case, out, layout, seed, PhantomConfig(shape=tuple(shape), **phantom_options)
+    )
+    bar = partial(tqdm, desc="synthetic CT", disable=not progress, unit="case", total=total)
+    if workers == 1:
+        cases = [write_case(index) for index in bar(range(total))]
+    else:
+        # spawn: the caller may hold threads (torch), which fork does not carry safely.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, max(total, 1)), mp_context=context) as pool:
+            cases = list(bar(pool.map(write_case, range(total))))
     datalist = {
         part: [{"image": cases[i]["image"], "label": cases[i]["label"]} for i in idx]
         for part, idx in split.items()
