@@ -101,6 +101,31 @@ def test_quick_training_through_config_workflow(tmp_path):
     assert torch.load(models / "model.pt", weights_only=True)["trained_for"]["mirrored_axes"] == []
 
 
+def test_the_locator_keeps_its_best_liver_not_its_best_mean_dice(tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=configs("common.yaml", "train.yaml", "quick.yaml", "locator.yaml"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **_overrides(tmp_path, epochs=3, val_interval=1),
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    rows = _rows(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    state = workflow.parser.get_parsed_content("validate#evaluator").state
+    assert state.key_metric_name == "val_liver_dice"
+    liver = [float(r["liver_dice"]) for r in rows]
+    assert state.best_metric == pytest.approx(max(liver), abs=1e-6)
+    assert state.best_metric_epoch == 1 + liver.index(max(liver))
+    # Mean and tumour Dice are still measured and logged.
+    for row in rows:
+        assert float(row["mean_dice"]) == pytest.approx(
+            (float(row["liver_dice"]) + float(row["tumour_dice"])) / 2, abs=1e-5
+        )
+
+
 def test_resume_continues_at_next_epoch_with_saved_optimizer(tmp_path):
     first = _workflow(tmp_path, epochs=1)
     first.run()
