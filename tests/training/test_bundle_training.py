@@ -387,7 +387,12 @@ def test_tuning_chooses_the_false_tumour_controls_on_the_validation_split(tmp_pa
     assert len(result["grid"]) == 252
     best = max(row["tumour_dice_per_case"] for row in result["grid"])
     chosen = result["contributions"]["chosen"]
-    assert chosen["tumour_dice_per_case"] == best
+    # Within the tolerance of the best Dice, the fewest false lesions.
+    tolerance = result["dice_tolerance"]
+    assert tolerance == 0.01
+    near = [r for r in result["grid"] if r["tumour_dice_per_case"] >= best - tolerance - 1e-9]
+    assert chosen in near
+    assert chosen["false_lesions"] == min(r["false_lesions"] for r in near)
     names = ("min_tumour_mm3", "min_lesion_mean_prob", "min_lesion_depth_mm", "min_case_max_prob")
     assert [chosen[name] for name in names] == [result[name] for name in names]
     # Each control alone can only do as well as the best combination, and "none" is the

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.labels import TUMOUR
 from pipeline.transforms.postprocess import PostprocessConfig, postprocess_labels
-from pipeline.workflows.tuning import _best, tumour_dice_by_size
+from pipeline.workflows.tuning import _best, tumour_dice_by_size, tumour_scores_by_size
 
 VOXEL_MM3 = 8.0  # 2 x 2 x 2 mm
 
@@ -64,3 +64,26 @@ def test_ties_choose_the_mildest_row():
         {"min_tumour_mm3": 65.0, "tumour_dice_per_case": 0.8},
     ]
     assert _best(rows)["min_tumour_mm3"] == 30.0
+
+
+def test_false_lesions_are_counted_per_size():
+    for (lesion, speck), expected in {(True, 2): [1, 1, 0, 0], (False, 1): [1, 0, 0, 0]}.items():
+        pred, ref = _case(lesion=lesion, speck_voxels=speck)
+        _, false = tumour_scores_by_size(
+            pred == TUMOUR, ref == TUMOUR, VOXEL_MM3, (0, 10, 30, 1000)
+        )
+        # The found lesion never counts; the 16 (8) mm^3 speck until the size drops it.
+        assert false == expected
+
+
+def test_near_ties_choose_the_fewest_false_lesions():
+    rows = [
+        {"min_tumour_mm3": 0.0, "tumour_dice_per_case": 0.800, "false_lesions": 5},
+        {"min_tumour_mm3": 10.0, "tumour_dice_per_case": 0.793, "false_lesions": 1},
+        {"min_tumour_mm3": 30.0, "tumour_dice_per_case": 0.795, "false_lesions": 1},
+        {"min_tumour_mm3": 65.0, "tumour_dice_per_case": 0.700, "false_lesions": 0},
+    ]
+    assert _best(rows)["min_tumour_mm3"] == 0.0  # no tolerance: the best Dice
+    # Within 0.01 of 0.800: fewest false lesions, then the better Dice of the two.
+    assert _best(rows, 0.01)["min_tumour_mm3"] == 30.0
+    assert _best(rows, 0.2)["min_tumour_mm3"] == 65.0
