@@ -132,7 +132,7 @@ class QualityControl:
             return report
         volume = torch.as_tensor(image)
         volume = volume[0] if volume.ndim == 4 else volume
-        step = max(1, int(np.ceil((volume.numel() / _MAX_SAMPLED_VOXELS) ** (1 / 3))))
+        step = _sampling_step(volume.numel())
         sample = volume[::step, ::step, ::step].float()
         low, high = float(sample.min()), float(sample.max())
         if high - low < 1.0:
@@ -200,7 +200,7 @@ class QualityControl:
             )
         if self.min_liver_right_mm is None or report.body_centre_mm is None or liver_ml == 0:
             return
-        step = max(1, int(np.ceil((labels.size / _MAX_SAMPLED_VOXELS) ** (1 / 3))))
+        step = _sampling_step(labels.size)
         sample = labels[::step, ::step, ::step] > 0
         if not sample.any():
             return
@@ -217,6 +217,11 @@ class QualityControl:
                 "right except in situs inversus; are left and right swapped in the "
                 "header, or is another organ segmented as liver?",
             )
+
+
+def _sampling_step(n_voxels: int) -> int:
+    """The stride that leaves at most ``_MAX_SAMPLED_VOXELS`` of ``n_voxels``."""
+    return max(1, int(np.ceil((n_voxels / _MAX_SAMPLED_VOXELS) ** (1 / 3))))
 
 
 def _world_centre(mask: np.ndarray, step: int, affine: Any) -> np.ndarray:

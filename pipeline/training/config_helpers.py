@@ -122,6 +122,29 @@ def liver_tumour_masks(
     return transform
 
 
+def split_key_metric(
+    metrics: dict[str, Any], key_name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split validation metrics into the evaluator's key metric and the others.
+
+    The key metric picks the best model (and drives early stopping and the plateau
+    schedule), so an overlay changes it by name (``key_metric_name``) instead of
+    redefining the metrics: the locator is kept by its liver Dice.
+
+    Returns:
+        ``({key_name: metric}, {other name: metric, ...})``.
+
+    Raises:
+        ValueError: ``key_name`` is not one of ``metrics``.
+    """
+    if key_name not in metrics:
+        raise ValueError(
+            f"key_metric_name {key_name!r} is not a validation metric: {sorted(metrics)}"
+        )
+    others = {name: metric for name, metric in metrics.items() if name != key_name}
+    return {key_name: metrics[key_name]}, others
+
+
 def last_checkpoint(ckpt_dir: str) -> str | None:
     """Path of the newest ``checkpoint_epoch=N.pt`` in ``ckpt_dir``, or None."""
     found = []

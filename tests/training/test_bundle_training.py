@@ -116,6 +116,8 @@ def test_the_locator_keeps_its_best_liver_not_its_best_mean_dice(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     state = workflow.parser.get_parsed_content("validate#evaluator").state
     assert state.key_metric_name == "val_liver_dice"
+    # Early stopping follows the same metric.
+    assert workflow.parser.get_parsed_content("early_stopping").metric_name == "val_liver_dice"
     liver = [float(r["liver_dice"]) for r in rows]
     assert state.best_metric == pytest.approx(max(liver), abs=1e-6)
     assert state.best_metric_epoch == 1 + liver.index(max(liver))
