@@ -1,4 +1,4 @@
-"""Connected components, holes and bounding boxes of 3D binary masks.
+"""Connected components, holes, bounding boxes and neighbourhoods of 3D binary masks.
 
 The building blocks of :mod:`pipeline.transforms.postprocess`: connected-component
 labelling with the connectivities chosen there, hole filling in one labelling pass, and
@@ -11,7 +11,8 @@ from typing import Literal
 
 import cc3d
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
 
 # Objects (liver, tumour) are 26-connected; background in hole filling uses scipy's
 # default 6-connectivity, the complementary choice, so that a diagonal crack between
@@ -127,3 +128,35 @@ def padded_box(
         crop_box.append(slice(max(lo, 0) - lo, min(hi, size) - lo))
         crop_shape.append(hi - lo)
     return tuple(image_box), tuple(crop_box), tuple(crop_shape)
+
+
+def within_distance(
+    mask: NDArray[np.bool_], spacing: ArrayLike, distance_mm: float
+) -> NDArray[np.bool_]:
+    """The voxels at most ``distance_mm`` from ``mask`` (Euclidean, in mm), ``mask`` included.
+
+    The distance transform runs only over the mask's bounding box grown by the distance,
+    which holds every voxel that can qualify: a liver's box instead of the whole scan.
+
+    Args:
+        mask: a 3D mask.
+        spacing: the voxel size along each array axis, in mm.
+        distance_mm: how far from the mask a voxel may lie (>= 0).
+    """
+    if distance_mm < 0:
+        raise ValueError(f"distance_mm must be >= 0, got {distance_mm}")
+    mask = np.asarray(mask, dtype=bool)
+    near = np.zeros(mask.shape, dtype=bool)
+    if not mask.any():
+        return near
+    spacing = np.asarray(spacing, dtype=np.float64)
+    reach = np.floor(distance_mm / spacing).astype(int)
+    box = []
+    for axis, size in enumerate(mask.shape):
+        occupied = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo, hi = int(occupied[0]) - reach[axis], int(occupied[-1]) + 1 + reach[axis]
+        box.append(slice(max(lo, 0), min(hi, size)))
+    region = tuple(box)
+    distance = ndimage.distance_transform_edt(~mask[region], sampling=spacing)
+    near[region] = distance <= distance_mm
+    return near

@@ -80,6 +80,7 @@ def _cascade(
     locator: torch.nn.Module | None = None,
     max_box_growths: int = 0,
     max_candidates: int = 3,
+    keep_within_located_mm: float | None = None,
     **settings: object,
 ) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel.
@@ -121,6 +122,7 @@ def _cascade(
         margin_mm=margin_mm,
         max_box_growths=max_box_growths,
         max_candidates=max_candidates,
+        keep_within_located_mm=keep_within_located_mm,
     )
 
 
@@ -342,11 +344,37 @@ def test_edge_axes_names_each_axis_a_mask_touches():
     assert edge_axes(mask) == [0, 1]
 
 
+def test_refined_labels_far_from_the_located_liver_are_removed(tmp_path):
+    block = (slice(8, 20), slice(10, 30), slice(3, 8))
+    # The refiner marks its whole box, the block plus 5 mm: 7, 6 and 2 voxels of 0.8,
+    # 0.9 and 2.5 mm, x 1-26, y 4-35, z 1-9 (7488 voxels).
+    prediction = _cascade(5.0, keep_within_located_mm=2.0).predict(_scan(tmp_path, block))
+    # Within 2 mm of the block: 2 voxels along x (1.6 mm) and y (1.8 mm), none along z
+    # (2.5 mm), and diagonally (2, 1) 1.84 mm and (1, 2) 1.97 mm, but not (2, 2) 2.41 mm.
+    expected = np.zeros(SHAPE, dtype=np.uint8)
+    expected[6:22, 8:32, 3:8] = 2
+    for x in (6, 21):
+        for y in (8, 31):
+            expected[x, y, :] = 0
+    np.testing.assert_array_equal(prediction.labels, expected)
+    # (7488 - 380 * 5) voxels of 0.8 x 0.9 x 2.5 mm = 10.06 mL removed.
+    assert prediction.notes == [
+        "10.1 mL of the refiner's liver and tumour lay more than 2 mm from stage 1's liver "
+        "and were removed"
+    ]
+    assert prediction.warnings == []
+    # The same cascade without the setting keeps the whole box.
+    whole = _cascade(5.0).predict(_scan(tmp_path, block))
+    assert np.count_nonzero(whole.labels) == 7488 and whole.notes == []
+
+
 def test_negative_min_liver_and_no_candidates_are_refused():
     with pytest.raises(ValueError, match="min_liver_ml"):
         CascadePredictor(None, None, min_liver_ml=-1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_candidates must be >= 1"):
         CascadePredictor(None, None, max_candidates=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="keep_within_located_mm"):
+        CascadePredictor(None, None, keep_within_located_mm=-1.0)  # type: ignore[arg-type]
 
 
 def test_pending_scan_keys_tell_filters_with_the_same_effect_apart():

@@ -1,4 +1,5 @@
-"""Connected components: the same labels as scipy's, which the tie rules rely on."""
+"""Connected components (the same labels as scipy's, which the tie rules rely on) and
+neighbourhoods of masks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.transforms.masks import component_sizes, label_components, largest_component
+from pipeline.transforms.masks import (
+    component_sizes,
+    label_components,
+    largest_component,
+    within_distance,
+)
 
 FULL_26 = np.ones((3, 3, 3), dtype=bool)
 
@@ -74,3 +80,27 @@ def test_component_sizes_equal_bincount_across_slabs() -> None:
         component_sizes(components, count, weights),
         np.bincount(components.ravel(), weights.ravel(), minlength=count + 1),
     )
+
+
+def test_within_distance_of_one_voxel_counts_the_anisotropic_ball() -> None:
+    mask = np.zeros((9, 9, 9), dtype=bool)
+    mask[4, 4, 4] = True
+    near = within_distance(mask, (1.0, 2.0, 3.0), 3.0)
+    # dx^2 + (2 dy)^2 + (3 dz)^2 <= 9: 7 voxels along x, 5 + 5 at dy = +-1, 2 at dz = +-1.
+    assert np.count_nonzero(near) == 19
+    assert near[1, 4, 4] and near[2, 5, 4] and near[4, 4, 5]
+    assert not near[0, 4, 4] and not near[1, 5, 4] and not near[4, 6, 4] and not near[4, 5, 5]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_within_distance_equals_the_whole_volumes_distance_transform(seed: int) -> None:
+    # A few voxels, some at the border: the transform over the grown box must give what
+    # the transform over the whole volume gives.
+    mask = np.random.default_rng(seed).random((30, 25, 20)) > 0.9995
+    mask[0, 3, 5] = True
+    spacing = (0.7, 1.1, 2.5)
+    expected = ndimage.distance_transform_edt(~mask, sampling=spacing) <= 4.0
+    np.testing.assert_array_equal(within_distance(mask, spacing, 4.0), expected)
+    assert not within_distance(np.zeros((4, 4, 4), bool), spacing, 4.0).any()
+    with pytest.raises(ValueError, match="distance_mm"):
+        within_distance(mask, spacing, -1.0)
