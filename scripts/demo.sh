@@ -77,14 +77,6 @@ DEMO_EPOCHS="${DEMO_EPOCHS:-$EPOCHS}"
 DATA="$DEMO_DIR/data"
 TRAIN="$DEMO_DIR/train"
 LOCATOR="$DEMO_DIR/locator"
-# The CPU's model name, and whether it computes bfloat16 natively (training's precision).
-cpu_model() {
-  python -c "import platform, re; from pipeline.nets.precision import native_cpu_bf16
-text = open('/proc/cpuinfo').read() if platform.system() == 'Linux' else ''
-name = re.search(r'model name\s*:\s*(.+)', text)
-print((name.group(1).strip() if name else platform.processor() or 'unknown')
-      + (' (native bfloat16)' if native_cpu_bf16() else ' (no native bfloat16: float32)'))"
-}
 # "['c/common.yaml','c/train.yaml',...]" as --config_file takes it, from file names.
 config_list() { local out="" name; for name in "$@"; do out+="'$CONFIGS/$name',"; done; echo "[${out%,}]"; }
 case "$DEMO_MODEL" in
@@ -108,17 +100,14 @@ if [ "$DEMO_MODEL" = cascade ]; then
   cat "$LOCATOR/metrics.csv"
 fi
 # With a total budget (DEMO_MINUTES, 0 = none), the model trains for at most what is left of
-# it after the time kept for the steps that follow; never less than 3 minutes.
+# it after the time kept for the steps that follow (pipeline/workflows/demo_budget.py).
 MINUTES_PLANNED=$MINUTES
-if [ "$TOTAL_MINUTES" != 0 ]; then
-  MINUTES=$(python -c "import sys; total, used, after, planned = map(float, sys.argv[1:]); \
-print(f'{max(3.0, min(planned, total - used / 60 - after)):.1f}')" \
-    "$TOTAL_MINUTES" "$(( $(date +%s) - START ))" "$AFTER_TRAINING_MINUTES" "$MINUTES")
-  if python -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$MINUTES" "$MINUTES_PLANNED"; then
-    echo "[demo] the steps so far took $(( ($(date +%s) - START) / 60 )) min (a slower machine than the measured one):" \
-      "the $DEMO_MODEL model trains for at most $MINUTES min instead of $MINUTES_PLANNED, so that the demo ends within $TOTAL_MINUTES min;" \
-      "the figures will be lower than the model card's (DEMO_MINUTES=0 lifts the limit)"
-  fi
+MINUTES=$(python -m pipeline.workflows.demo_budget minutes "$TOTAL_MINUTES" \
+  "$(( $(date +%s) - START ))" "$AFTER_TRAINING_MINUTES" "$MINUTES_PLANNED")
+if python -c "import sys; sys.exit(not float(sys.argv[1]) < float(sys.argv[2]))" "$MINUTES" "$MINUTES_PLANNED"; then
+  echo "[demo] the steps so far took $(( ($(date +%s) - START) / 60 )) min (a slower machine than the measured one):" \
+    "the $DEMO_MODEL model trains for at most $MINUTES min instead of $MINUTES_PLANNED, so that the demo ends within $TOTAL_MINUTES min;" \
+    "the figures will be lower than the model card's (DEMO_MINUTES=0 lifts the limit)"
 fi
 echo "[demo] 2/6 training the $DEMO_MODEL model (per-epoch liver / tumour Dice in $TRAIN/metrics.csv)"
 python -m monai.bundle run training \
@@ -167,7 +156,7 @@ liver-tumor record --report "$DEMO_DIR/eval/report" "${RECORD_ARGS[@]}" --run \
   "min_lesion_mean_prob=$(tuned min_lesion_mean_prob)" "min_lesion_depth_mm=$(tuned min_lesion_depth_mm)" \
   "min_case_max_prob=$(tuned min_case_max_prob)" "date=$(date -u +%Y-%m-%d)" \
   "demo_minutes_before_report=$(( SECONDS_USED / 60 ))" \
-  "cpus=$(nproc)" "cpu=$(cpu_model)" "training_minutes_allowed=$MINUTES" "device=$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
+  "cpus=$(nproc)" "cpu=$(python -m pipeline.workflows.demo_budget cpu)" "training_minutes_allowed=$MINUTES" "device=$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')"
 echo "[demo] done in $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"
 echo "[demo] report: $DEMO_DIR/eval/report/report.html"
 echo "[demo] TensorBoard: tensorboard --logdir $TRAIN"
