@@ -36,6 +36,8 @@ class PredictResult:
             (see :func:`pipeline.inference.quantify.quantify`).
         seconds: wall time per stage.
         warnings: what to look at (a cascade that found no liver, a box grown).
+        notes: decisions made on the way that are not warnings (the located region a
+            cascade chose clearly, the mL it removed far from the located liver).
         qc: the quality-control verdict on the scan and its mask, ``{"verdict", "reasons"}``
             (see :mod:`pipeline.inference.quality`).
     """
@@ -46,6 +48,7 @@ class PredictResult:
     seconds: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     qc: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def build_predictor(
@@ -125,4 +128,5 @@ def predict(
         prediction.seconds,
         list(prediction.warnings),
         prediction.quality.to_dict(),
+        list(prediction.notes),
     )

@@ -108,6 +108,9 @@ def score_case(case: RealCase, predictor: Any, out_dir: Path) -> dict[str, Any]:
         "tumours_predicted": int(result.quantification["n_tumours"]),
         "tumour_volume_predicted_ml": float(result.quantification["tumour_volume_ml"]),
         "warnings": result.warnings,
+        # A cascade's decisions (which located region, the mL removed far from it): why a
+        # liver is shorter or longer than the scan's, next to the Dice.
+        "notes": result.notes,
         # The quality control's verdict on scan and mask (a field of view that cuts the
         # liver, too few slices): the reason a Dice may be low, next to the Dice.
         "qc": result.qc,

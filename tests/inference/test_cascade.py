@@ -16,6 +16,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Compose
 
 from pipeline.checkpoints import trained_for_differences
+from pipeline.inference.api import predict
 from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.prediction import NetworkOutput, PendingScan, grid_spacing
@@ -348,7 +349,8 @@ def test_refined_labels_far_from_the_located_liver_are_removed(tmp_path):
     block = (slice(8, 20), slice(10, 30), slice(3, 8))
     # The refiner marks its whole box, the block plus 5 mm: 7, 6 and 2 voxels of 0.8,
     # 0.9 and 2.5 mm, x 1-26, y 4-35, z 1-9 (7488 voxels).
-    prediction = _cascade(5.0, keep_within_located_mm=2.0).predict(_scan(tmp_path, block))
+    cascade = _cascade(5.0, keep_within_located_mm=2.0)
+    prediction = cascade.predict(_scan(tmp_path, block))
     # Within 2 mm of the block: 2 voxels along x (1.6 mm) and y (1.8 mm), none along z
     # (2.5 mm), and diagonally (2, 1) 1.84 mm and (1, 2) 1.97 mm, but not (2, 2) 2.41 mm.
     expected = np.zeros(SHAPE, dtype=np.uint8)
@@ -363,6 +365,8 @@ def test_refined_labels_far_from_the_located_liver_are_removed(tmp_path):
         "and were removed"
     ]
     assert prediction.warnings == []
+    # predict() (the Python API, and sim2real.json through it) hands the note on.
+    assert predict(_scan(tmp_path, block).path, predictor=cascade).notes == prediction.notes
     # The same cascade without the setting keeps the whole box.
     whole = _cascade(5.0).predict(_scan(tmp_path, block))
     assert np.count_nonzero(whole.labels) == 7488 and whole.notes == []
