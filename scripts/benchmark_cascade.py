@@ -31,6 +31,7 @@ from pipeline.bundle import bundle_root_of, config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti, write_json
+from pipeline.workflows.sweep_grid import parse_settings
 
 
 def _parser(files: list[str], **overrides: object) -> ConfigParser:
@@ -54,10 +55,17 @@ def main() -> int:
     parser.add_argument("--overlay", nargs="*", default=["demo.yaml"], help="config names")
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument("--out", default="runs/benchmarks/cascade.json")
+    parser.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", dest="settings",
+        help="config overrides of the cascade, e.g. locator#channels=[8,16,32,64]",
+    )  # fmt: skip
     args = parser.parse_args()
+    settings = parse_settings(args.settings)
     names = ["common.yaml", "inference.yaml", *args.overlay]
     cascade_files = [str(config_file(n)) for n in (*names, "cascade.yaml")]
-    cascade_config = _parser(cascade_files, ckpt=args.ckpt, **{"locator#ckpt": args.locator})
+    cascade_config = _parser(
+        cascade_files, ckpt=args.ckpt, **{"locator#ckpt": args.locator, **settings}
+    )
     cascade = cascade_config.get_parsed_content("predictor")
     # One network on the whole scan at the refiner's voxel size and patch.
     geometry = {k: cascade_config.get_parsed_content(k) for k in ("pixdim", "roi_size")}
@@ -81,6 +89,7 @@ def main() -> int:
         "spacing_mm": [0.8, 0.8, 2.0],
         "refiner_checkpoint": args.ckpt,
         "locator_checkpoint": args.locator,
+        "settings": settings,
         "network_voxel_size_mm": geometry["pixdim"],
         "roi_size": geometry["roi_size"],
         "refiner_network": refiner_shape,
