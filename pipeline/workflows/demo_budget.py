@@ -61,7 +61,7 @@ def cut_explanation(
         return ""
     used = used_seconds / 60.0
     head = (
-        f"the steps so far took {used:.0f} min (a slower machine than the measured one): "
+        f"the steps so far took {used:.0f} min: "
         f"the model trains for at most {minutes:.1f} min instead of {planned_minutes:g}"
     )
     left = total_minutes - used - after_minutes
@@ -72,7 +72,7 @@ def cut_explanation(
         )
     else:
         ends = f", so that the demo ends within {total_minutes:g} min"
-    lower = "; the figures will be lower than the model card's (DEMO_MINUTES=0 lifts the limit)"
+    lower = "; fewer epochs score lower (DEMO_MINUTES=0 lifts the limit)"
     return head + ends + lower
 
 
