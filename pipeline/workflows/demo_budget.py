@@ -45,11 +45,7 @@ def cut_explanation(
 ) -> str:
     """What the demo says when the budget cuts its training, empty when it does not.
 
-    Args:
-        total_minutes: the whole run's budget; 0 or less for none.
-        used_seconds: wall time already spent.
-        after_minutes: time kept for the steps after training.
-        planned_minutes: the training's own limit.
+    The arguments are those of :func:`training_minutes`.
 
     Returns:
         One sentence: the minutes used so far, the training minutes instead of the

@@ -30,11 +30,16 @@ def test_never_less_than_three_minutes() -> None:
     assert training_minutes(29, 25 * 60, 7, 15) == 3.0
 
 
-def test_cpu_description_reads_the_model_name() -> None:
+@pytest.mark.parametrize(
+    ("native", "precision"),
+    [(True, "native bfloat16"), (False, "no native bfloat16: float32")],
+)
+def test_cpu_description_reads_the_model_name(
+    monkeypatch: pytest.MonkeyPatch, native: bool, precision: str
+) -> None:
+    monkeypatch.setattr("pipeline.nets.precision.native_cpu_bf16", lambda: native)
     text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: avx2\n"
-    described = cpu_description(text)
-    assert described.startswith("AMD EPYC 7B13 (")
-    assert described.endswith("bfloat16)") or described.endswith("float32)")
+    assert cpu_description(text) == f"AMD EPYC 7B13 ({precision})"
 
 
 def test_command_line_prints_minutes(capsys: pytest.CaptureFixture[str]) -> None:
