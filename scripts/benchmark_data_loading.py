@@ -15,8 +15,9 @@ Ratios within one run are what to read: absolute seconds drift on a shared machi
 ones, so before and after are measured under the same load; ``--repeats N`` repeats
 every setting and reports the medians (each run is kept in the JSON). ``--cache_rates 1
 0`` adds runs without the RAM cache (load, reorient, resample and crop every volume at
-every iteration). ``--profile_transforms`` also times each transform from the first
-random one on, on the cached volumes (in this process, milliseconds per volume).
+every iteration). ``--profile_transforms`` also times each transform (in this process,
+milliseconds per volume): those before the first random one, once per case (filling the
+cache), and the rest on the cached volumes.
 
     python scripts/benchmark_data_loading.py --dataset_dir runs/demo/data \
         --out runs/benchmarks/data_loading.json
@@ -116,12 +117,14 @@ def run_training(
     }
 
 
-def profile_transforms(files: list[str], datalist: Path, passes: int) -> dict[str, float]:
-    """Milliseconds per volume of each transform from the first random one on, cached data.
+def profile_transforms(files: list[str], datalist: Path, passes: int) -> dict[str, Any]:
+    """Milliseconds per volume of each transform: the cached part, and the random part.
 
-    The training dataset is built as the config builds it (``CacheDataset``); each cached
-    volume then goes ``passes`` times through the rest of the list, one transform at a
-    time (a transform after the crop runs once per crop: its time is per volume).
+    The training dataset is built as the config builds it (``CacheDataset``). ``cached``:
+    each training case goes once through the transforms before the first random one (what
+    filling the cache costs, before the first epoch). ``per_draw``: each cached volume then
+    goes ``passes`` times through the rest of the list, one transform at a time (a
+    transform after the crop runs once per crop: its time is per volume).
     """
     import torch
     from monai.bundle import ConfigParser
@@ -138,19 +141,36 @@ def profile_transforms(files: list[str], datalist: Path, passes: int) -> dict[st
     dataset = parser.get_parsed_content("train#dataset")
     transforms = dataset.transform.transforms
     first = next(i for i, t in enumerate(transforms) if isinstance(t, Randomizable))
-    totals: dict[str, float] = {}
+
+    def timed(data: Any, positions: range, totals: dict[str, float]) -> Any:
+        for position in positions:
+            transform = transforms[position]
+            name = f"{position:02d} {type(transform).__name__}"
+            start = time.perf_counter()
+            data = apply_transform(transform, data, map_items=True)
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return data
+
+    cached: dict[str, float] = {}
+    for item in dataset.data:
+        timed(dict(item), range(first), cached)
+    per_draw: dict[str, float] = {}
     count = 0
     for _ in range(passes):
         for index in range(len(dataset)):
-            cached = dataset._cache[index]  # noqa: SLF001 (the cached, pre-random part)
-            data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in cached.items()}
-            for position, transform in enumerate(transforms[first:], start=first):
-                name = f"{position:02d} {type(transform).__name__}"
-                start = time.perf_counter()
-                data = apply_transform(transform, data, map_items=True)
-                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+            volume = dataset._cache[index]  # noqa: SLF001 (the cached, pre-random part)
+            data = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in volume.items()}
+            timed(data, range(first, len(transforms)), per_draw)
             count += 1
-    return {name: round(1000 * total / count, 2) for name, total in totals.items()}
+
+    def per_volume(totals: dict[str, float], volumes: int) -> dict[str, float]:
+        table = {name: round(1000 * total / volumes, 2) for name, total in totals.items()}
+        return {**table, "total": round(sum(table.values()), 2)}
+
+    return {
+        "cached": per_volume(cached, len(dataset.data)),
+        "per_draw": per_volume(per_draw, count),
+    }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -140,8 +140,11 @@ class CheckLabelValuesd(MapTransform):
         """Check the labels under ``keys``; the data passes through unchanged."""
         d = dict(data)
         for key in self.key_iterator(d):
-            values = torch.unique(torch.as_tensor(d[key]))
-            bad = [v for v in values.tolist() if v < 0 or v >= self.num_classes or v != int(v)]
+            labels = torch.as_tensor(d[key])
+            if self._all_class_indices(labels):
+                continue
+            # Only a bad map pays for the sort that lists its values (0.6 s at 272^2 x 144).
+            bad = [v for v in torch.unique(labels).tolist() if not self._is_class_index(v)]
             if bad:
                 meta = getattr(d[key], "meta", {}) or {}
                 source = meta.get("filename_or_obj", f"the '{key}' entry")
@@ -152,3 +155,20 @@ class CheckLabelValuesd(MapTransform):
                     'label map, e.g. --label_map "{5: 1}" (5 -> liver, the rest background)'
                 )
         return d
+
+    def _is_class_index(self, value: float) -> bool:
+        # value == value is False for NaN, which int() would not convert.
+        return value == value and 0 <= value < self.num_classes and value == int(value)
+
+    def _all_class_indices(self, labels: torch.Tensor) -> bool:
+        """Whether every value is a whole number in ``0 .. num_classes - 1``.
+
+        Two reductions instead of ``torch.unique``'s sort of the whole map, which took more
+        than half of the time a training run spent caching its cases. NaN fails both bounds.
+        """
+        if labels.numel() == 0:
+            return True
+        low, high = torch.aminmax(labels)
+        if not (bool(low >= 0) and bool(high < self.num_classes)):
+            return False
+        return not labels.is_floating_point() or torch.equal(labels, labels.trunc())

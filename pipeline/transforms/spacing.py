@@ -36,6 +36,9 @@ from monai.transforms import InvertibleTransform, MapTransform, SpatialResample
 from monai.utils import ensure_tuple_rep
 
 LINEAR = "trilinear"
+# Voxel-size ratios this close to 1 keep the grid as it is (a float32 header's 1.5 mm is
+# exact; a ratio of 1 + 1e-7 would otherwise drop the last voxel to floor(n / r)).
+SAME_SIZE_TOLERANCE = 1e-6
 NEAREST = "nearest-exact"
 _MODES = {
     # MONAI's names (as in Spacingd's configs) and interpolate's.
@@ -106,14 +109,13 @@ class AxisAlignedSpacingd(MapTransform, InvertibleTransform):
         affine = np.asarray(image.affine, dtype=np.float64)
         ratios = self.pixdim / voxel_sizes(affine)
         values = image.as_tensor()
-        compute_dtype = values.dtype if values.is_floating_point() else torch.float32
-        resampled = F.interpolate(
-            values[None].to(compute_dtype),
-            scale_factor=tuple(float(s) for s in 1.0 / ratios),
-            mode=mode,
-            align_corners=False if mode == LINEAR else None,
-            recompute_scale_factor=False,
-        )[0]
+        if np.allclose(ratios, 1.0, rtol=0.0, atol=SAME_SIZE_TOLERANCE):
+            # Already at pixdim (phantoms made at the refiner's voxel size): interpolating
+            # at scale 1 returns the input's values, at 0.07 s a volume; a copy is the same.
+            ratios = np.ones(3)
+            resampled = values.to(torch.float32, copy=True)
+        else:
+            resampled = self._interpolate(values, ratios, mode)
         out = MetaTensor(resampled.to(torch.float32)).copy_meta_from(image)
         return self.push_transform(
             out,
@@ -125,6 +127,17 @@ class AxisAlignedSpacingd(MapTransform, InvertibleTransform):
                 "padding_mode": "border",
             },
         )
+
+    @staticmethod
+    def _interpolate(values: torch.Tensor, ratios: np.ndarray, mode: str) -> torch.Tensor:
+        compute_dtype = values.dtype if values.is_floating_point() else torch.float32
+        return F.interpolate(
+            values[None].to(compute_dtype),
+            scale_factor=tuple(float(s) for s in 1.0 / ratios),
+            mode=mode,
+            align_corners=False if mode == LINEAR else None,
+            recompute_scale_factor=False,
+        )[0]
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Resample each key back onto the grid it had (``Invertd``).

@@ -78,6 +78,25 @@ def test_label_values_outside_the_classes_name_the_file():
         check({"label": bad})
 
 
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [([0.0, 1.0, 2.5], "2.5"), ([0.0, float("nan"), 1.0], "nan"), ([-1.0, 0.0, 1.0], "-1")],
+)
+def test_label_values_that_are_no_class_index_are_named(values, shown):
+    check = CheckLabelValuesd(keys="label", num_classes=3)
+    bad = MetaTensor(torch.tensor([values]), meta={"filename_or_obj": "/data/seg-8.nii"})
+    with pytest.raises(TrainingDataError, match=rf"/data/seg-8.nii: label values {shown} outside"):
+        check({"label": bad})
+
+
+def test_float_and_integer_label_maps_of_class_indices_pass():
+    check = CheckLabelValuesd(keys="label", num_classes=3)
+    for dtype in (torch.float32, torch.uint8, torch.int64):
+        labels = MetaTensor(torch.tensor([[[0, 2], [1, 1]]], dtype=dtype))
+        assert check({"label": labels})["label"] is labels
+    assert check({"label": MetaTensor(torch.zeros(1, 0, 4))})["label"].numel() == 0
+
+
 def _write_dataset(root, bad_shift_mm: float):
     records = []
     for i in range(4):

@@ -75,6 +75,26 @@ def test_invertd_restores_the_grid_and_the_labels_it_can():
     np.testing.assert_array_equal(np.asarray(inverted[0]), labels)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_a_volume_already_at_pixdim_keeps_its_grid_values_and_inverts(mode):
+    affine, world = _volume(spacing=(1.5, 1.5, 2.0))
+    values = torch.as_tensor(world @ np.array([0.5, -0.25, 2.0]), dtype=torch.float32)[None]
+    image = MetaTensor(values.clone(), affine=affine)
+    pipeline = Compose([AxisAlignedSpacingd("image", (1.5, 1.5, 2.0), mode=mode)])
+    out = pipeline({"image": image})
+    # The same values on the same grid, in a tensor of its own (the input is not aliased).
+    np.testing.assert_array_equal(np.asarray(out["image"]), values.numpy())
+    np.testing.assert_allclose(np.asarray(out["image"].affine, np.float64), affine, atol=1e-12)
+    out["image"][0, 0, 0, 0] = -1.0
+    assert float(image[0, 0, 0, 0]) == float(values[0, 0, 0, 0])
+    # Recorded like any resampling, so Invertd undoes it to the same grid.
+    assert out["image"].applied_operations[-1]["class"] == "AxisAlignedSpacingd"
+    out["image"][0, 0, 0, 0] = values[0, 0, 0, 0]
+    inverted = pipeline.inverse(out)["image"]
+    np.testing.assert_allclose(np.asarray(inverted), values.numpy(), atol=1e-4)
+    assert tuple(inverted.shape) == tuple(values.shape)
+
+
 def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="pixdim"):
         AxisAlignedSpacingd("image", (1.5, 0.0, 2.0))
