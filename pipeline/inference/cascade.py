@@ -29,7 +29,10 @@ box is not enough: refiners that see a liver-relative contrast or larger crops l
 0.9-1.4 L of the pelvic box liver, nearly as much as of the real liver's, but there mostly
 beside the located region (inside it: 355-574 mL against 759-885 mL in the liver's).
 The case's JSON names every candidate and what the refiner found in it: as a note when
-the largest is clearly confirmed, as a warning otherwise.
+the largest is clearly confirmed, as a warning otherwise. With ``candidate_probe_mm`` the
+candidates are compared in one refiner window each, a block around each one's deepest
+point, and only the chosen one's whole box is refined: a false second region then costs
+a window, not a box.
 
 A coarse locator can miss part of a liver (on a real 3 mm CT the demo's found 933 of
 1126 mL), and the refiner cannot segment what lies outside its box. When the refiner's
@@ -55,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from scipy import ndimage
 
 from pipeline.inference.prediction import NetworkOutput, PendingScan, Prediction
 from pipeline.inference.predictor import ScanPredictor, timed
@@ -128,6 +132,42 @@ def liver_candidates(
     return [(components == k + 1, float(sizes[k])) for k in order[:max_candidates]]
 
 
+def probe_region(
+    mask: np.ndarray, spacing: np.ndarray, size_mm: np.ndarray, coarse_mm: float = 4.0
+) -> np.ndarray:
+    """The part of ``mask`` inside a block of ``size_mm`` around its deepest voxel.
+
+    The deepest voxel (farthest from the mask's surface) lies inside even a C-shaped
+    liver, where its centroid may not. It is found on the mask sampled every
+    ``coarse_mm`` or so (a full-resolution distance transform of a 512 x 512 x 300 scan
+    takes seconds), over the mask's bounding box.
+
+    Args:
+        mask: a candidate's mask on the scan's grid.
+        spacing: the voxel size along each array axis, in mm.
+        size_mm: the block's extent along each array axis, in mm.
+        coarse_mm: roughly the sampling step of the distance transform, in mm.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    points = np.nonzero(mask)
+    lo = np.array([int(p.min()) for p in points])
+    hi = np.array([int(p.max()) + 1 for p in points])
+    step = np.maximum(np.round(coarse_mm / spacing).astype(int), 1)
+    sampled = mask[tuple(slice(a, b, s) for a, b, s in zip(lo, hi, step, strict=True))]
+    # Padded by one: a mask that fills its bounding box still has a surface.
+    depth = ndimage.distance_transform_edt(np.pad(sampled, 1), sampling=spacing * step)
+    deepest = np.array(np.unravel_index(int(np.argmax(depth)), depth.shape)) - 1
+    centre = lo + deepest * step
+    half = np.floor(np.asarray(size_mm, dtype=np.float64) / spacing / 2).astype(int)
+    block = tuple(
+        slice(max(int(c - h), 0), min(int(c + h) + 1, n))
+        for c, h, n in zip(centre, half, mask.shape, strict=True)
+    )
+    probe = np.zeros_like(mask, dtype=bool)
+    probe[block] = mask[block]
+    return probe
+
+
 CLEAR_MARGIN = 1.5
 """How many times more agreed liver (the refiner's, inside the located region) the largest
 located region needs than any other for the choice to be a note rather than a warning. On
@@ -154,6 +194,10 @@ class CascadePredictor:
         keep_within_located_mm: when set, the refiner's liver and tumour labels farther
             than this (mm) from the chosen located region are set to background; None
             keeps all of them. The probabilities (when kept) are the refiner's, unchanged.
+        candidate_probe_mm: when set (mm along the array axes, after the margin), several
+            candidates are compared in a block of this size around each one's deepest
+            voxel (:func:`probe_region`), and only the chosen one's whole box is refined;
+            None refines every candidate's whole box.
     """
 
     def __init__(
@@ -165,6 +209,7 @@ class CascadePredictor:
         max_box_growths: int = 0,
         max_candidates: int = 3,
         keep_within_located_mm: float | None = None,
+        candidate_probe_mm: tuple[float, float, float] | None = None,
     ) -> None:
         if min_liver_ml < 0:
             raise ValueError(f"min_liver_ml must be >= 0, got {min_liver_ml}")
@@ -187,6 +232,15 @@ class CascadePredictor:
         self.keep_within_located_mm = (
             None if keep_within_located_mm is None else float(keep_within_located_mm)
         )
+        self.candidate_probe_mm = None
+        if candidate_probe_mm is not None:
+            probe = np.asarray(candidate_probe_mm, dtype=np.float64)
+            if probe.shape != (3,) or not (probe > 0).all():
+                raise ValueError(
+                    f"candidate_probe_mm must be three positive sizes (mm) or None, "
+                    f"got {candidate_probe_mm}"
+                )
+            self.candidate_probe_mm = probe
 
     @property
     def device(self) -> torch.device:
@@ -335,22 +389,29 @@ class CascadePredictor:
         scan: Scan,
         seconds: dict[str, float],
         voxel_ml: float,
-    ) -> tuple[np.ndarray, NetworkOutput, str, bool]:
+    ) -> tuple[np.ndarray, NetworkOutput | None, str, bool]:
         """Run the refiner in each candidate's box; keep the one where both stages agree most.
 
+        With ``candidate_probe_mm`` the refiner runs in each candidate's probe block
+        instead of its whole box, and the chosen candidate's box is left to the caller.
+
         Returns:
-            The chosen candidate's mask, the refiner's output in its box, a note for the
-            case's JSON that names every candidate and what the refiner found there, and
-            whether the choice is clear: the largest located region, with at least
-            ``CLEAR_MARGIN`` times any other's agreed liver.
+            The chosen candidate's mask, the refiner's output in its box (None after
+            probes), a note for the case's JSON that names every candidate and what the
+            refiner found there, and whether the choice is clear: the largest located
+            region, with at least ``CLEAR_MARGIN`` times any other's agreed liver.
         """
+        spacing = np.linalg.norm(np.asarray(data["image"].affine, dtype=np.float64)[:3, :3], axis=0)
         # Per candidate: the refiner's liver in the box, the part of it inside the
-        # located region (both in mL), and the refiner's output.
+        # located region (or its probe block), both in mL, and the refiner's output.
         found: list[tuple[float, float, NetworkOutput]] = []
         for mask, _ in candidates:
-            output = self._refine(data, mask, seconds, last=False)
+            region = mask
+            if self.candidate_probe_mm is not None:
+                region = probe_region(mask, spacing, self.candidate_probe_mm)
+            output = self._refine(data, region, seconds, last=False)
             refined = self.refiner.finish(output, scan, {}, LesionFilter()).labels >= LIVER
-            agreed = np.count_nonzero(refined & mask)
+            agreed = np.count_nonzero(refined & region)
             found.append((np.count_nonzero(refined) * voxel_ml, agreed * voxel_ml, output))
         best = max(range(len(candidates)), key=lambda k: found[k][1])
         listed = ", ".join(
@@ -358,10 +419,16 @@ class CascadePredictor:
             "of it inside)"
             for k, (_, located_ml) in enumerate(candidates)
         )
+        probed = ""
+        if self.candidate_probe_mm is not None:
+            block = " x ".join(f"{size:g}" for size in self.candidate_probe_mm)
+            probed = f" (each refined in a {block} mm block around its deepest point)"
         note = (
-            f"stage 1 found {len(candidates)} liver-sized regions, {listed}; both stages "
-            f"agree on most liver in the one of {candidates[best][1]:.0f} mL, which was kept"
+            f"stage 1 found {len(candidates)} liver-sized regions{probed}, {listed}; both "
+            f"stages agree on most liver in the one of {candidates[best][1]:.0f} mL, which "
+            "was kept"
         )
         others = [agreed for k, (_, agreed, _) in enumerate(found) if k != best]
         clear = best == 0 and found[best][1] >= CLEAR_MARGIN * max(others)
-        return candidates[best][0], found[best][2], note, clear
+        chosen_output = found[best][2] if self.candidate_probe_mm is None else None
+        return candidates[best][0], chosen_output, note, clear

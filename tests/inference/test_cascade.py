@@ -17,7 +17,12 @@ from monai.transforms import Compose
 
 from pipeline.checkpoints import trained_for_differences
 from pipeline.inference.api import predict
-from pipeline.inference.cascade import CascadePredictor, grown_box, liver_candidates
+from pipeline.inference.cascade import (
+    CascadePredictor,
+    grown_box,
+    liver_candidates,
+    probe_region,
+)
 from pipeline.inference.folder_run import FolderRun
 from pipeline.inference.prediction import NetworkOutput, PendingScan, grid_spacing
 from pipeline.inference.predictor import ScanPredictor
@@ -82,6 +87,7 @@ def _cascade(
     max_box_growths: int = 0,
     max_candidates: int = 3,
     keep_within_located_mm: float | None = None,
+    candidate_probe_mm: tuple[float, float, float] | None = None,
     **settings: object,
 ) -> CascadePredictor:
     """Both stages at the scan's own spacing, so every box is known to the voxel.
@@ -124,6 +130,7 @@ def _cascade(
         max_box_growths=max_box_growths,
         max_candidates=max_candidates,
         keep_within_located_mm=keep_within_located_mm,
+        candidate_probe_mm=candidate_probe_mm,
     )
 
 
@@ -235,6 +242,64 @@ def test_the_refiner_chooses_among_liver_sized_located_regions(tmp_path, max_can
     )
     assert "1 mL (refined: 1 mL, 1 mL of it inside)" in note
     assert note.endswith("both stages agree on most liver in the one of 1 mL, which was kept")
+
+
+class RecordingVeryBrightIsLiver(VeryBrightIsLiver):
+    """VeryBrightIsLiver that records the spatial shape of every input it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape[2:]))
+        return super().forward(x)
+
+
+def test_candidates_compared_in_probe_blocks_and_only_the_chosen_box_refined(tmp_path):
+    refiner = RecordingVeryBrightIsLiver()
+    # 4 x 4 x 5 mm: blocks of 5 x 5 x 3 voxels (half-widths 2, 2, 1 around the deepest
+    # voxel), each cropped with the 2 mm margin (3, 3, 1 voxels).
+    cascade = _cascade(2.0, refiner, candidate_probe_mm=(4.0, 4.0, 5.0))
+    prediction = cascade.predict(_two_livers(tmp_path))
+    bright = np.zeros(SHAPE, dtype=bool)
+    bright[26:32, 24:34, 3:8] = True
+    # The same choice as whole boxes make (the test above), and the whole box refined.
+    np.testing.assert_array_equal(prediction.labels == 1, bright)
+    # Two probes of at most a block plus margins, then the chosen (small, bright) region's
+    # whole box: 6 x 10 x 5 voxels plus the margins (y clipped at the scan's edge).
+    assert len(refiner.shapes) == 3 and refiner.shapes[2] == (12, 15, 7)
+    for probed, whole in zip(refiner.shapes[:2], [(16, 26, 7), (12, 15, 7)], strict=True):
+        assert all(p <= b for p, b in zip(probed, (11, 11, 5), strict=True))
+        assert np.prod(probed) < np.prod(whole)
+    (note,) = prediction.warnings
+    assert note.startswith(
+        "stage 1 found 2 liver-sized regions (each refined in a 4 x 4 x 5 mm block around "
+        "its deepest point), 2 mL (refined: 0 mL, 0 mL of it inside), "
+    )
+    with pytest.raises(ValueError, match="candidate_probe_mm must be three positive"):
+        CascadePredictor(None, None, candidate_probe_mm=(4.0, 0.0, 5.0))  # type: ignore[arg-type]
+
+
+def test_the_probe_block_lies_around_the_deepest_voxel_not_the_centroid():
+    # A C: the centroid of the three bars lies in the empty middle.
+    mask = np.zeros((40, 40, 10), dtype=bool)
+    mask[5:35, 5:15, 2:8] = True  # the back, 10 voxels thick
+    mask[5:11, 15:35, 2:8] = True  # the arms, 6 thick
+    mask[29:35, 15:35, 2:8] = True
+    spacing = np.array([1.0, 1.0, 2.0])
+    probe = probe_region(mask, spacing, size_mm=np.array([8.0, 8.0, 4.0]), coarse_mm=1.0)
+    assert probe.any() and not (probe & ~mask).any()
+    points = np.nonzero(probe)
+    extent = [int(p.max()) - int(p.min()) + 1 for p in points]
+    # 8 mm at 1 mm is 4 either side (9 voxels); 4 mm at 2 mm is 1 either side.
+    assert extent == [9, 9, 3]
+    # The block's centre lies in the thick back (y 5-14), where the distance to the
+    # surface peaks; the centroid of the C, (19.5, 16.2), lies in its empty middle.
+    centre = tuple(int(p.min() + p.max()) // 2 for p in points)
+    assert mask[centre] and 8 <= centre[1] <= 11 and not mask[19, 16, 5]
+    # A mask smaller than the block is kept whole.
+    np.testing.assert_array_equal(probe_region(mask, spacing, np.array([99.0, 99.0, 99.0])), mask)
 
 
 def test_the_kept_region_is_where_both_stages_agree_not_where_the_refiner_finds_most(tmp_path):
