@@ -80,7 +80,8 @@ def main() -> int:
         }
         path = save_nifti(phantom.image, phantom.affine, Path(folder) / "full.nii.gz")
         scan = Scan("full", path, "nifti")
-        cascade_seconds = cascade.predict(scan).seconds
+        cascade_prediction = cascade.predict(scan)
+        cascade_seconds = cascade_prediction.seconds
         single_seconds = {name: p.predict(scan).seconds for name, p in singles.items()}
     network_cascade = cascade_seconds["network"] + cascade_seconds.get("locate_network", 0.0)
     single_network = {name: seconds["network"] for name, seconds in single_seconds.items()}
@@ -98,6 +99,10 @@ def main() -> int:
         "torch_threads": torch.get_num_threads(),
         "single_stage_seconds": single_seconds,
         "cascade_seconds": cascade_seconds,
+        # What the cascade says about the scan: how many liver-sized regions stage 1
+        # found (each costs a probe or a refiner pass) and which one was kept.
+        "cascade_notes": cascade_prediction.notes,
+        "cascade_warnings": cascade_prediction.warnings,
         "network_seconds_single": single_network,
         "network_seconds_cascade": network_cascade,
         # Against one network of the refiner's width: what cropping to the liver saves.
