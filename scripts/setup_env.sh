@@ -30,7 +30,9 @@ STAMP="$VENV/.liver-tumor-installed"
 WANT="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$PY" -c "import pipeline" >/dev/null 2>&1; then
   echo "[setup] installing the package and its dependencies"
-  "$PY" -m pip install --quiet -e "$ROOT[dev]"
+  # setuptools' build backend warns on every editable install that a folder named like the
+  # package may shadow it; here that folder is the package itself, so nothing to act on.
+  PYTHONWARNINGS="ignore:Editable installation" "$PY" -m pip install --quiet -e "$ROOT[dev]"
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
