@@ -147,6 +147,9 @@ def probe_region(
         spacing: the voxel size along each array axis, in mm.
         size_mm: the block's extent along each array axis, in mm.
         coarse_mm: roughly the sampling step of the distance transform, in mm.
+
+    Returns:
+        The probe: ``mask`` inside the block, ``mask`` itself when it fits in the block.
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     points = np.nonzero(mask)

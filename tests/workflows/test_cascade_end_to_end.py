@@ -62,12 +62,20 @@ def test_cascade_is_trained_stage_by_stage_applied_to_a_folder_and_scored(tmp_pa
 
     # Inference: both stages, the refiner's mask written back on each scan's grid.
     inference = _cascade_inference(tmp_path, "masks", refiner_ckpt, locator_ckpt)
-    assert isinstance(inference.parser.get_parsed_content("predictor"), CascadePredictor)
+    predictor = inference.parser.get_parsed_content("predictor")
+    assert isinstance(predictor, CascadePredictor)
+    # Candidates are probed in the refiner's window less the box margin on each side.
+    names = ("roi_size", "pixdim", "liver_box_margin_mm")
+    roi, pixdim, margin_mm = (inference.parser.get_parsed_content(k) for k in names)
+    probe_mm = [r * p - 2 * margin_mm for r, p in zip(roi, pixdim, strict=True)]
+    assert min(probe_mm) > 0
+    np.testing.assert_allclose(predictor.candidate_probe_mm, probe_mm)
     inference.run()
     run_json = json.loads((tmp_path / "masks" / "run.json").read_text())
     assert run_json["failed"] == [] and len(run_json["done"]) == 4
     case = json.loads(next((tmp_path / "masks").glob("volume-*.json")).read_text())
     assert case["settings"]["cascade"]["locator_checkpoint"] == str(locator_ckpt)
+    np.testing.assert_allclose(case["settings"]["cascade"]["candidate_probe_mm"], probe_mm)
     assert case["seconds"]["locate"] > 0
     mask_file = tmp_path / "masks" / f"{case['case']}_seg.nii.gz"
     image = tmp_path / "synthetic" / f"{case['case']}.nii.gz"
