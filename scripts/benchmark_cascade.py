@@ -29,6 +29,7 @@ from monai.bundle import ConfigParser
 
 from pipeline.bundle import bundle_root_of, config_file
 from pipeline.data.synth.phantom import PhantomConfig, generate_phantom
+from pipeline.inference.predictor import ScanPredictor
 from pipeline.inference.scans import Scan
 from pipeline.io import save_nifti, write_json
 from pipeline.workflows.sweep_grid import parse_settings
@@ -41,7 +42,7 @@ def _parser(files: list[str], **overrides: object) -> ConfigParser:
     return parser
 
 
-def _single_stage(files: list[str], weights: Path, **overrides: object):
+def _single_stage(files: list[str], weights: Path, **overrides: object) -> ScanPredictor:
     """The single-stage predictor of ``files`` with untrained weights saved to ``weights``."""
     network = _parser(files, **overrides).get_parsed_content("network_def")
     torch.save(network.state_dict(), weights)

@@ -89,8 +89,13 @@ def test_label_values_that_are_no_class_index_are_named(values, shown):
         check({"label": bad})
 
 
-def test_float_and_integer_label_maps_of_class_indices_pass():
+def test_float_and_integer_label_maps_of_class_indices_pass(monkeypatch):
     check = CheckLabelValuesd(keys="label", num_classes=3)
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("a good label map is checked without torch.unique's sort")
+
+    monkeypatch.setattr(torch, "unique", no_sort)
     for dtype in (torch.float32, torch.uint8, torch.int64):
         labels = MetaTensor(torch.tensor([[[0, 2], [1, 1]]], dtype=dtype))
         assert check({"label": labels})["label"] is labels
