@@ -60,7 +60,7 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
-from pipeline.inference.prediction import NetworkOutput, PendingScan, Prediction
+from pipeline.inference.prediction import NetworkOutput, PendingScan, Prediction, grid_spacing
 from pipeline.inference.predictor import ScanPredictor, timed
 from pipeline.inference.prefetch import LoadedScan, read_scan
 from pipeline.inference.quality import QualityReport
@@ -404,7 +404,7 @@ class CascadePredictor:
             refiner found there, and whether the choice is clear: the largest located
             region, with at least ``CLEAR_MARGIN`` times any other's agreed liver.
         """
-        spacing = np.linalg.norm(np.asarray(data["image"].affine, dtype=np.float64)[:3, :3], axis=0)
+        spacing = np.asarray(grid_spacing(data["image"]))
         # Per candidate: the refiner's liver in the box, the part of it inside the
         # located region (or its probe block), both in mL, and the refiner's output.
         found: list[tuple[float, float, NetworkOutput]] = []
